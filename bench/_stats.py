@@ -1,0 +1,33 @@
+"""Small helpers shared by the benchmarks: timing loops and JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def per_call_us(fn: Callable[[], object], *, calls: int, repeats: int = 7) -> dict[str, float]:
+    """Median/min over ``repeats`` batches of ``calls`` calls, in microseconds per call."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter_ns() - start) / calls / 1000)
+    return {"median_us": round(statistics.median(samples), 3), "min_us": round(min(samples), 3)}
+
+
+def emit(name: str, results: dict[str, Any]) -> None:
+    doc = {
+        "benchmark": name,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        **results,
+    }
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,76 @@
+"""The real console script, run as a subprocess: output formats and exit statuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, MakePlugin
+
+EXAMPLES = REPO / "examples" / "plugins"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    script = shutil.which("autoweave-plugins", path=str(Path(sys.executable).parent))
+    assert script is not None, "console script not installed"
+    return subprocess.run([script, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_examples_are_valid() -> None:
+    run = cli("validate", str(EXAMPLES))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("ok ") >= 3
+
+
+def test_json_output_shape(tmp_path: Path, make_plugin: MakePlugin) -> None:
+    good = make_plugin("good")
+    bad = make_plugin("bad", permissions={"filesystem": [{"path": "/tmp/x", "mode": "execute"}]})
+    run = cli("validate", "--json", str(good), str(bad))
+    assert run.returncode == 1
+    reports = json.loads(run.stdout)
+    assert [r["ok"] for r in reports] == [True, False]
+    assert reports[0]["errors"] == []
+    assert reports[1]["errors"] == [
+        {
+            "path": "$.permissions.filesystem[0].mode",
+            "message": "must be one of read, write, readwrite (got 'execute')",
+        }
+    ]
+
+
+def test_parse_errors_have_line_and_column_in_json(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "name": "x",\n  oops\n}')
+    [report] = json.loads(cli("validate", "--json", str(path)).stdout)
+    assert report["errors"][0]["line"] == 3 and report["errors"][0]["column"] == 3
+
+
+def test_human_output_lists_paths(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text('{"name": "Bad", "version": "1.0.0", "entry": "main.py"}')
+    run = cli("validate", str(path))
+    assert run.returncode == 1
+    assert "invalid" in run.stdout and "$.name:" in run.stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    assert cli("validate").returncode == 2
+    assert cli("no-such-command").returncode == 2
+
+
+def test_folder_without_plugins_is_invalid(tmp_path: Path) -> None:
+    run = cli("validate", str(tmp_path))
+    assert run.returncode == 1 and "no autoweave.plugin.json" in run.stdout
+
+
+def test_corpus_through_the_cli(corpus: Path) -> None:
+    valid = cli("validate", *map(str, sorted((corpus / "valid").glob("*.json"))))
+    assert valid.returncode == 0, valid.stdout
+    invalid_files = sorted(
+        p for p in (corpus / "invalid").glob("*.json") if p.name != "EXPECTED.json"
+    )
+    reports = json.loads(cli("validate", "--json", *map(str, invalid_files)).stdout)
+    assert len(reports) == len(invalid_files) and not any(r["ok"] for r in reports)
