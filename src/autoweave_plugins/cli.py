@@ -14,6 +14,7 @@ from autoweave_plugins.discovery import DiscoveryProblem, check_plugin_folder, d
 from autoweave_plugins.errors import ManifestIssue
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.manifest.model import MANIFEST_FILENAME
+from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
 
 __all__ = ["main"]
 
@@ -65,6 +66,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if any(r.issues for r in reports) else 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    result = probe()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for name, status in result.layers.items():
+            mark = "yes" if status.available else "no "
+            required = " (required in strict mode)" if name in REQUIRED_LAYERS else ""
+            print(f"{mark}  {name:20s} {status.detail}{required}")
+        missing = result.missing_required
+        print(
+            "strict mode: "
+            + ("available" if not missing else f"unavailable, missing {', '.join(missing)}")
+        )
+    return 0 if not result.missing_required else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoweave-plugins", description="Sandboxed plugin host for Python."
@@ -84,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--json", action="store_true", help="print a JSON list of results")
     validate.set_defaults(handler=_cmd_validate)
+    doctor = commands.add_parser("doctor", help="report which sandbox layers this machine supports")
+    doctor.add_argument("--json", action="store_true", help="print the probe as JSON")
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 

@@ -9,7 +9,17 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     ├── InvalidPath                 a filesystem path given at runtime is malformed
     ├── InvalidURL                  a URL or URL pattern is malformed or refused before matching
     ├── PermissionDenied            a plugin asked for something its manifest does not grant
-    └── PolicyRefused               a manifest asks for more than the host's grant policy allows
+    ├── PolicyRefused               a manifest asks for more than the host's grant policy allows
+    ├── SandboxUnavailable          strict mode, and this machine lacks a required sandbox layer
+    ├── FetchError                  a brokered HTTP request failed (after its URL was allowed)
+    └── WorkerError                 something went wrong with a plugin's worker process
+        ├── ProtocolError           the worker sent a malformed, oversized or unexpected frame
+        ├── LoadError               assigning the plugin failed: sandbox, import or onLoad
+        │   └── LoadTimeout         ... and it took longer than the load timeout
+        ├── UnknownHook             the plugin does not declare or define that hook
+        ├── HookError               the hook raised; carries the plugin's traceback text
+        ├── HookTimeout             the hook overran its timeout; its worker was killed
+        └── PluginCrashed           the worker died while the call was in flight
 
 ``ManifestError.issues`` holds ``ManifestIssue`` records, each with a JSON path in the form
 ``$.permissions.filesystem[0].mode``; parse errors add a line and a column.
@@ -28,12 +38,22 @@ __all__ = [
     "AutoweaveError",
     "ConfigError",
     "DiscoveryError",
+    "FetchError",
+    "HookError",
+    "HookTimeout",
     "InvalidPath",
     "InvalidURL",
+    "LoadError",
+    "LoadTimeout",
     "ManifestError",
     "ManifestIssue",
     "PermissionDenied",
+    "PluginCrashed",
     "PolicyRefused",
+    "ProtocolError",
+    "SandboxUnavailable",
+    "UnknownHook",
+    "WorkerError",
 ]
 
 
@@ -128,3 +148,67 @@ class PolicyRefused(AutoweaveError):
         self.plugin = plugin
         self.permission = permission
         self.message = message
+
+
+class SandboxUnavailable(AutoweaveError):
+    """``strict`` is on and this machine lacks sandbox layers: ``missing`` names them."""
+
+    def __init__(self, missing: tuple[str, ...], detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"strict mode: missing sandbox layers: {', '.join(missing)}{extra}")
+        self.missing = missing
+
+
+class FetchError(AutoweaveError):
+    """A brokered HTTP request failed after its URL was allowed: DNS, connect, size, time."""
+
+
+class WorkerError(AutoweaveError):
+    """Base of errors about a plugin's worker process. ``plugin`` names it when known."""
+
+    def __init__(self, message: str, plugin: str | None = None) -> None:
+        super().__init__(f"plugin {plugin!r}: {message}" if plugin else message)
+        self.plugin = plugin
+
+
+class ProtocolError(WorkerError):
+    """A frame broke the RPC protocol. The worker that sent it is ended."""
+
+
+class LoadError(WorkerError):
+    """The plugin could not be started: sandbox, import of its entry, or its onLoad hook."""
+
+    def __init__(
+        self, message: str, plugin: str | None = None, traceback: str | None = None
+    ) -> None:
+        super().__init__(message, plugin)
+        self.traceback = traceback
+
+
+class LoadTimeout(LoadError):
+    """Loading the plugin took longer than its timeout; the worker was killed."""
+
+
+class UnknownHook(WorkerError):
+    """The hook is not declared in the manifest, or the entry module lacks its function."""
+
+
+class HookError(WorkerError):
+    """A hook raised. ``error_type`` and ``traceback`` are the plugin's, as text."""
+
+    def __init__(
+        self, plugin: str | None, hook: str, error_type: str, message: str, traceback: str
+    ) -> None:
+        super().__init__(f"{hook} raised {error_type}: {message}", plugin)
+        self.hook = hook
+        self.error_type = error_type
+        self.error_message = message
+        self.traceback = traceback
+
+
+class HookTimeout(WorkerError):
+    """A hook overran its timeout. Its worker was killed, since Python code cannot be interrupted."""
+
+
+class PluginCrashed(WorkerError):
+    """The worker process died while this call was in flight. The call is never retried."""

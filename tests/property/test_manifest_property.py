@@ -22,6 +22,8 @@ hosts = st.from_regex(r"[a-z][a-z0-9]{0,8}\.(com|org|example)", fullmatch=True)
 paths = st.lists(st.from_regex(r"[a-z0-9_-]{1,8}", fullmatch=True), min_size=1, max_size=4).map(
     lambda parts: "/" + "/".join(parts)
 )
+
+
 def _rule_path(rule: Any) -> str:
     path: str = rule["path"]
     return path

@@ -123,7 +123,10 @@ class PathPolicy:
         if not path.startswith("/"):
             raise InvalidPath(path, "must be an absolute path")
         resolved = os.path.realpath(path)
-        if resolved == "/proc" or resolved.startswith("/proc/"):
+        # Refuse /proc whether it is asked for directly (its magic links, such as
+        # /proc/self/root or /proc/self/fd/N, resolve to somewhere else) or reached by a symlink.
+        lexical = "/" + posixpath.normpath(path).lstrip("/")
+        if _contains("/proc", lexical) or _contains("/proc", resolved):
             return PathDecision(False, path, resolved, access, (), "paths under /proc are refused")
         containing = tuple(rule for root, rule in self._resolved if _contains(root, resolved))
         granting = tuple(rule for rule in containing if rule.mode.allows(access))

@@ -181,6 +181,18 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(output)
 
 
+_ENCODED_SEPARATOR = re.compile(r"%2F|%5C", re.IGNORECASE)
+
+
+def _refuse_hidden_dot_segments(path: str, source: str) -> None:
+    """Refuse '..%2F' and '..;' style segments: servers that decode '%2F' or strip ';params'
+    before routing would see a '..' that the matcher never did."""
+    probe = _ENCODED_SEPARATOR.sub("/", path)
+    for segment in probe.split("/"):
+        if segment.split(";", 1)[0] in (".", ".."):
+            raise InvalidURL(source, "path has a dot segment hidden behind '%2F', '%5C' or ';'")
+
+
 @dataclass(frozen=True, slots=True)
 class CanonicalURL:
     """A URL after canonicalisation: what is matched, and exactly what would be requested."""
@@ -251,13 +263,36 @@ def canonicalize_url(url: str) -> CanonicalURL:
     query = m.group("query")
     if query is not None:
         query = _normalise_escapes(query, _QUERY_SAFE, url)
-    return CanonicalURL(scheme, host, address, port, _remove_dot_segments(path), query)
+    path = _remove_dot_segments(path)
+    _refuse_hidden_dot_segments(path, url)
+    return CanonicalURL(scheme, host, address, port, path, query)
+
+
+# IPv6 ranges that carry an IPv4 address in their low 32 bits and reach it: NAT64 (RFC 6052)
+# and the deprecated IPv4-compatible form. Local-use NAT64 (RFC 8215) is never global, but
+# Python before 3.12 calls it global.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def is_public_address(address: IPAddress) -> bool:
-    """True for globally routable unicast addresses; False for private, loopback, link-local…"""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """True for globally routable unicast addresses; False for private, loopback, link-local…
+
+    An IPv6 address that embeds an IPv4 address (mapped, NAT64, 6to4, IPv4-compatible) is public
+    only if the embedded IPv4 address is too: ``64:ff9b::7f00:1`` is loopback behind NAT64.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in _LOCAL_NAT64:
+            return False
+        else:
+            embedded = address.sixtofour
+            if address in _NAT64 or address in _IPV4_COMPATIBLE:
+                embedded = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+            if embedded is not None and not is_public_address(embedded):
+                return False
     return address.is_global and not address.is_multicast
 
 

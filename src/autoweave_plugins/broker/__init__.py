@@ -1,0 +1,1 @@
+"""Host capabilities offered to plugins: brokered HTTP, metrics and logs. Trusted code."""

@@ -1,0 +1,129 @@
+"""The RPC wire format shared by host and worker: 4-byte length-prefixed msgpack frames.
+
+Every frame is a msgpack array ``[kind, id, *fields]``. ``kind`` is one of the small integers
+below; ``id`` pairs a reply with its request (0 for one-way frames). Request ids are chosen by
+the side that sends the request, so host and worker id spaces never collide: the host's
+requests are CALL/PING/ASSIGN, the worker's are REQUEST.
+
+Written here rather than taken from a library: the framing is eight lines, and what matters is
+the checking, which is ours: a size cap enforced before a frame is buffered, and shape checks
+(``check_worker_frame``) so that a hostile worker's frame can only ever become a clean
+``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgpack
+
+from autoweave_plugins.errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "FrameDecoder",
+    "Kind",
+    "check_worker_frame",
+    "encode",
+]
+
+DEFAULT_MAX_FRAME: Final = 8 << 20
+_HEADER = 4
+
+
+class Kind:
+    """Frame kinds. Host to worker below 10, worker to host from 10."""
+
+    ASSIGN: Final = 1  # [1, id, spec]
+    CALL: Final = 2  # [2, id, hook, args, kwargs]
+    CANCEL: Final = 3  # [3, id]
+    PING: Final = 4  # [4, id]
+    REPLY: Final = 5  # [5, id, value]             answer to a worker REQUEST
+    REPLY_ERROR: Final = 6  # [6, id, {type, message}]
+    EXIT: Final = 7  # [7, 0]
+    READY: Final = 10  # [10, 0, info]
+    RESULT: Final = 11  # [11, id, value]
+    ERROR: Final = 12  # [12, id, {type, message, traceback}]
+    PONG: Final = 13  # [13, id, info]
+    REQUEST: Final = 14  # [14, id, op, payload]
+    METRIC: Final = 15  # [15, 0, name, value, labels]
+    LOG: Final = 16  # [16, 0, level, message]
+
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def encode(frame: list[Any] | tuple[Any, ...]) -> bytes:
+    """One frame, ready to write. Raises TypeError for values msgpack cannot carry."""
+    body: bytes = _packer.pack(frame)
+    return len(body).to_bytes(_HEADER, "big") + body
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` bytes as they arrive, get back whole frames."""
+
+    __slots__ = ("_buffer", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Decode every complete frame in ``data`` plus what was buffered. Raises ProtocolError."""
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        offset = 0
+        end = len(buffer)
+        while end - offset >= _HEADER:
+            size = int.from_bytes(buffer[offset : offset + _HEADER], "big")
+            if size > self.max_frame:
+                raise ProtocolError(
+                    f"frame of {size} bytes exceeds the {self.max_frame}-byte limit"
+                )
+            if end - offset - _HEADER < size:
+                break
+            start = offset + _HEADER
+            try:
+                frames.append(
+                    msgpack.unpackb(buffer[start : start + size], raw=False, strict_map_key=True)
+                )
+            except Exception as exc:  # msgpack raises several unrelated types for garbage
+                raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
+            offset = start + size
+        if offset:
+            del buffer[:offset]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+
+_WORKER_SHAPES: Final = {
+    Kind.READY: (3, dict),
+    Kind.RESULT: (3, None),
+    Kind.ERROR: (3, dict),
+    Kind.PONG: (3, dict),
+    Kind.REQUEST: (4, str),
+    Kind.METRIC: (5, str),
+    Kind.LOG: (4, int),
+}
+
+
+def check_worker_frame(frame: Any) -> tuple[int, int]:
+    """Check a frame from a worker has a known kind and shape; return (kind, id)."""
+    if type(frame) is not list or len(frame) < 2:
+        raise ProtocolError(f"frame must be an array [kind, id, ...], got {type(frame).__name__}")
+    kind, ident = frame[0], frame[1]
+    shape = _WORKER_SHAPES.get(kind) if type(kind) is int else None
+    if shape is None:
+        raise ProtocolError(f"unknown frame kind {kind!r}")
+    if type(ident) is not int or ident < 0:
+        raise ProtocolError(f"frame id must be a non-negative integer, got {ident!r}")
+    length, third = shape
+    if len(frame) != length:
+        raise ProtocolError(f"frame kind {kind} must have {length} fields, got {len(frame)}")
+    if third is not None and type(frame[2]) is not third:
+        raise ProtocolError(f"frame kind {kind}: field 2 must be {third.__name__}")
+    return kind, ident

@@ -1,0 +1,133 @@
+"""What a worker applies to itself before any plugin code runs, and the capability probe.
+
+Order matters: rlimits and privilege dropping first (they need prctl/setrlimit, which the
+seccomp filter later denies), then Landlock (before any thread exists, see landlock.py), then
+seccomp (last, because it forbids what the earlier steps used). The import guard is installed
+by the runtime just before the plugin's entry is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from landlockpy import AccessFS
+
+from autoweave_plugins.errors import SandboxUnavailable
+from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
+from autoweave_plugins.sandbox.privileges import drop_privileges
+from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
+from autoweave_plugins.sandbox.rlimits import apply_rlimits
+from autoweave_plugins.sandbox.seccomp import build_filter, load_filter
+from autoweave_plugins.worker.spec import WorkerSpec
+
+__all__ = ["Prepared", "apply_sandbox", "prepare", "probe", "runtime_read_paths"]
+
+log = logging.getLogger(__name__)
+
+SYSTEM_LIBRARIES = ("/usr/lib", "/lib", "/lib64", "/usr/lib64")
+
+
+def runtime_read_paths() -> list[str]:
+    """Everything the interpreter may still need to read: stdlib, site-packages, system libs."""
+    candidates = {
+        sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
+    candidates.update(path for path in sys.path if path)
+    candidates.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this package
+    candidates.update(SYSTEM_LIBRARIES)
+    return sorted(path for path in candidates if os.path.exists(path))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Plugin-independent work done by a blank worker before it is assigned (pre-warm)."""
+
+    read_paths: tuple[str, ...]
+    seccomp: tuple[Any, dict[str, object]] | str  # the built filter and its report, or why not
+
+
+def prepare() -> Prepared:
+    """Everything that does not depend on the plugin: done before READY, off the load path.
+
+    Also makes landlockpy open its libc handle now: it locates libc with ``ldconfig``, which
+    needs fork and exec, both denied once the sandbox is on.
+    """
+    landlock_abi()
+    try:
+        seccomp: tuple[Any, dict[str, object]] | str = build_filter()
+    except (OSError, RuntimeError) as exc:
+        seccomp = f"unavailable: {exc}"
+    return Prepared(tuple(runtime_read_paths()), seccomp)
+
+
+def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[str, object]:
+    """Apply every layer this machine supports; in strict mode, refuse if one is missing."""
+    prepared = prepared or prepare()
+    report: dict[str, object] = {}
+    missing: list[str] = []
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round((now - clock) * 1000, 3)
+        clock = now
+
+    report["rlimits"] = apply_rlimits(
+        max_heap_mb=spec.max_heap_mb,
+        max_file_bytes=spec.max_file_bytes,
+        max_open_files=spec.max_open_files,
+    )
+    lap("rlimits_ms")
+    privileges = drop_privileges()
+    report["privileges"] = privileges
+    lap("privileges_ms")
+    if not privileges["no_new_privs"]:
+        missing.append("no_new_privs")
+    statm = f"/proc/{os.getpid()}/statm"  # lets the worker report its own RSS in pongs
+    try:
+        report["landlock"] = apply_landlock(
+            [*runtime_read_paths(), spec.folder],
+            spec.filesystem,
+            extra=[(statm, AccessFS.READ_FILE)],
+        )
+    except OSError as exc:
+        report["landlock"] = f"unavailable: {exc}"
+        missing.extend(("landlock", "landlock_net", "landlock_scopes"))
+    else:
+        applied = report["landlock"]
+        assert isinstance(applied, dict)
+        if not applied["tcp_denied"]:
+            missing.append("landlock_net")
+        if not applied["scoped_signals"]:
+            missing.append("landlock_scopes")
+    lap("landlock_ms")
+    if spec.strict and missing:
+        # Checked before seccomp: exit cleanly with a reason rather than half-sandboxed.
+        raise SandboxUnavailable(tuple(missing))
+    if isinstance(prepared.seccomp, str):
+        report["seccomp"] = prepared.seccomp
+        missing.append("seccomp")
+    else:
+        try:
+            load_filter(prepared.seccomp[0])
+            report["seccomp"] = prepared.seccomp[1]
+        except OSError as exc:
+            report["seccomp"] = f"unavailable: {exc}"
+            missing.append("seccomp")
+    lap("seccomp_ms")
+    report["timings"] = timings
+    if missing:
+        if spec.strict:
+            raise SandboxUnavailable(tuple(missing))
+        log.warning("plugin %s runs without sandbox layers: %s", spec.plugin, ", ".join(missing))
+    report["missing"] = missing
+    report["required"] = list(REQUIRED_LAYERS)
+    return report

@@ -1,0 +1,114 @@
+"""What sandbox layers this machine supports: the data behind ``autoweave-plugins doctor``.
+
+Each check is made the way the worker would use the layer (the Landlock ABI from the kernel,
+libseccomp loadable and seccomp filters allowed, ...), never inferred from a version number.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+from dataclasses import asdict, dataclass, field
+
+import landlockpy
+
+__all__ = ["REQUIRED_LAYERS", "LayerStatus", "SandboxProbe", "probe"]
+
+REQUIRED_LAYERS = (
+    "landlock",
+    "landlock_net",
+    "landlock_scopes",
+    "seccomp",
+    "rlimits",
+    "no_new_privs",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStatus:
+    available: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxProbe:
+    layers: dict[str, LayerStatus] = field(default_factory=dict)
+
+    @property
+    def missing_required(self) -> tuple[str, ...]:
+        return tuple(name for name in REQUIRED_LAYERS if not self.layers[name].available)
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: asdict(status) for name, status in self.layers.items()} | {
+            "missing_required": list(self.missing_required)
+        }
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _seccomp_mode() -> str | None:
+    status = _read("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("Seccomp:"):
+            return line.split()[1]
+    return None
+
+
+def probe() -> SandboxProbe:
+    layers: dict[str, LayerStatus] = {}
+    try:
+        abi = int(landlockpy.abi_version())
+    except OSError as exc:
+        abi, why = 0, str(exc)
+    else:
+        why = "not enabled in this kernel (lsm= boot parameter)" if abi == 0 else ""
+    layers["landlock"] = LayerStatus(abi >= 1, f"ABI {abi}" if abi else why)
+    layers["landlock_net"] = LayerStatus(
+        abi >= 4, "TCP bind/connect rules" if abi >= 4 else f"needs ABI 4, have {abi}"
+    )
+    layers["landlock_scopes"] = LayerStatus(
+        abi >= 6,
+        "signals and abstract unix sockets scoped" if abi >= 6 else f"needs ABI 6, have {abi}",
+    )
+    layers["landlock_unix_paths"] = LayerStatus(
+        abi >= 9,
+        "pathname unix sockets restricted"
+        if abi >= 9
+        else f"needs ABI 9, have {abi}; seccomp denies socket() instead",
+    )
+    library = ctypes.util.find_library("seccomp")
+    mode = _seccomp_mode()
+    layers["seccomp"] = LayerStatus(
+        library is not None and mode is not None,
+        f"{library}, filter mode available"
+        if library and mode
+        else "libseccomp or kernel seccomp missing",
+    )
+    layers["rlimits"] = LayerStatus(True, "RLIMIT_DATA, FSIZE, NOFILE, CORE")
+    layers["no_new_privs"] = LayerStatus(True, "prctl(PR_SET_NO_NEW_PRIVS)")
+    max_userns = _read("/proc/sys/user/max_user_namespaces")
+    unpriv = _read("/proc/sys/kernel/unprivileged_userns_clone")
+    userns = max_userns not in (None, "0") and unpriv != "0"
+    layers["user_namespaces"] = LayerStatus(
+        userns,
+        f"max_user_namespaces={max_userns}"
+        + (f", unprivileged_userns_clone={unpriv}" if unpriv else ""),
+    )
+    controllers = _read("/sys/fs/cgroup/cgroup.controllers")
+    layers["cgroups_v2"] = LayerStatus(
+        bool(controllers) and "memory" in (controllers or ""),
+        f"controllers: {controllers}"
+        if controllers
+        else "no unified cgroup v2 hierarchy with controllers (optional)",
+    )
+    layers["running_as_root"] = LayerStatus(
+        os.geteuid() == 0,
+        "workers drop all capabilities" if os.geteuid() == 0 else "unprivileged host",
+    )
+    return SandboxProbe(layers)

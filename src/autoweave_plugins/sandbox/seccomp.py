@@ -1,0 +1,72 @@
+"""The worker's seccomp filter: a deny list on top of an allow-by-default policy.
+
+Denied with EPERM: every way to run a program or create a process (execve, execveat, fork,
+vfork, clone without CLONE_THREAD), debugging and cross-process memory access, namespaces and
+mounts, kernel keyrings, BPF, perf, userfaultfd, io_uring (which would bypass this filter),
+module and kexec loading, raising rlimits, handle-based opens, and signals to any process but
+itself. ``clone3`` gets ENOSYS: its flags live in memory a filter cannot read, and glibc then
+falls back to ``clone``, which is filtered on CLONE_THREAD so threads keep working.
+
+``socket()`` is denied for every family, AF_UNIX included, a deliberate step beyond DESIGN §3:
+on Landlock ABI < 9 connecting to a *pathname* unix socket (``/run/docker.sock``) is not
+restricted, and the worker never needs a new socket: its RPC channel and any inbound listener
+are handed over by the host as file descriptors, and ``socketpair`` is a separate syscall.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pyseccomp as sc
+
+__all__ = ["DENIED_SYSCALLS", "build_filter", "load_filter"]
+
+CLONE_THREAD = 0x00010000
+
+DENIED_SYSCALLS = (
+    "execve", "execveat", "fork", "vfork",
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "pidfd_open",
+    "pidfd_send_signal", "process_madvise",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
+    "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
+    "bpf", "keyctl", "add_key", "request_key", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "open_by_handle_at", "name_to_handle_at", "setrlimit", "quotactl", "swapon", "swapoff",
+    "reboot", "acct", "settimeofday", "clock_settime", "adjtimex", "iopl", "ioperm", "syslog",
+    "personality", "tkill", "socket", "vhangup", "lookup_dcookie",
+)  # fmt: skip
+
+
+def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
+    """Build (not load) the filter. Depends only on this process, so a blank worker builds it
+    ahead of assignment. Returns the filter and a report of what it denies."""
+    arch = sc.system_arch()
+    deny = sc.ERRNO(errno.EPERM)
+    flt = sc.SyscallFilter(sc.ALLOW)
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)  # 32-bit entry points are not filtered
+    flt.set_attr(sc.Attr.CTL_TSYNC, 1)
+    unknown = []
+    for name in DENIED_SYSCALLS:
+        if sc.resolve_syscall(arch, name) < 0:
+            unknown.append(name)  # older libseccomp; the syscall cannot be named, skip it
+            continue
+        flt.add_rule(deny, name)
+    flt.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
+    flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    # Raising a limit needs a new value (arg 2); reading one passes NULL.
+    flt.add_rule(deny, "prlimit64", sc.Arg(2, sc.NE, 0))
+    # Signals only to itself: kill(pid) and tgkill(tgid) must name this process.
+    pid = os.getpid()
+    flt.add_rule(deny, "kill", sc.Arg(0, sc.NE, pid))
+    flt.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, pid))
+    return flt, {
+        "denied": len(DENIED_SYSCALLS) - len(unknown) + 6,
+        "unknown_to_libseccomp": unknown,
+    }
+
+
+def load_filter(flt: sc.SyscallFilter) -> None:
+    """Load a built filter for the whole process (all threads); from here it cannot be undone."""
+    flt.load()

@@ -1,0 +1,1 @@
+"""The worker process: entry point, assignment payload and hook runtime (sandbox side)."""

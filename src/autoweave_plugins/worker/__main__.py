@@ -1,0 +1,72 @@
+"""Worker entry point: ``python -I -m autoweave_plugins.worker FD``.
+
+A blank worker imports its runtime, reports READY, and waits (answering pings) until it is
+assigned a plugin. Then it applies the sandbox to itself, and only then imports plugin code.
+Everything the sandboxed runtime needs is imported here, before the sandbox closes the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+
+from autoweave_plugins.errors import ProtocolError, SandboxUnavailable
+from autoweave_plugins.rpc import FrameDecoder, Kind, encode
+from autoweave_plugins.sandbox import apply_sandbox, prepare
+from autoweave_plugins.worker import runtime
+from autoweave_plugins.worker.spec import WorkerSpec
+
+EXIT_SANDBOX = 3
+EXIT_PROTOCOL = 4
+
+
+def _wait_for_assignment(
+    sock: socket.socket, decoder: FrameDecoder
+) -> tuple[int, WorkerSpec] | None:
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            return None
+        for frame in decoder.feed(data):
+            kind, ident = frame[0], frame[1]
+            if kind == Kind.PING:
+                sock.sendall(
+                    encode(
+                        [Kind.PONG, ident, {"rss": 0, "calls": 0, "tasks": 0, "metrics_dropped": 0}]
+                    )
+                )
+            elif kind == Kind.EXIT:
+                return None
+            elif kind == Kind.ASSIGN:
+                return ident, WorkerSpec.from_wire(frame[2])
+            else:
+                raise ProtocolError(f"unexpected frame kind {kind} before assignment")
+
+
+def main() -> int:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    decoder = FrameDecoder()
+    prepared = prepare()
+    sock.sendall(encode([Kind.READY, 0, {"pid": os.getpid()}]))
+    try:
+        assigned = _wait_for_assignment(sock, decoder)
+    except ProtocolError:
+        return EXIT_PROTOCOL
+    if assigned is None:
+        return 0
+    ident, spec = assigned
+    try:
+        report = apply_sandbox(spec, prepared)
+    except SandboxUnavailable as exc:
+        error = {"type": "SandboxUnavailable", "message": str(exc), "traceback": ""}
+        sock.sendall(encode([Kind.ERROR, ident, error]))
+        return EXIT_SANDBOX
+    asyncio.run(runtime.serve(sock, spec, decoder, ident, report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

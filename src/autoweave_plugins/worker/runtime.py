@@ -1,0 +1,271 @@
+"""The worker's life after assignment: import the plugin, run onLoad, serve hook calls.
+
+Runs inside the sandbox. Sync hooks are called straight from the frame handler (no task), so
+a trivial call costs one decode, one call and one encode; async hooks get a task each so they
+can run concurrently and be cancelled. A sync hook that never returns blocks this loop, and
+the host's timeout kills the worker: Python code cannot be interrupted from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import itertools
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from autoweave_plugins import sdk
+from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
+from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
+from autoweave_plugins.rpc import FrameDecoder, Kind, encode
+from autoweave_plugins.sandbox.imports import ImportGuard
+from autoweave_plugins.worker.spec import WorkerSpec
+
+__all__ = ["PluginRuntime", "format_error"]
+
+MAX_TRACEBACK = 16 * 1024
+_REMOTE_ERRORS: dict[str, Callable[[str], Exception]] = {
+    "PermissionDenied": lambda message: PermissionDenied("network.outbound", message),
+    "InvalidURL": lambda message: InvalidURL("", message),
+    "FetchError": FetchError,
+}
+
+
+def format_error(exc: BaseException) -> dict[str, str]:
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_TRACEBACK:
+        text = "...\n" + text[-MAX_TRACEBACK:]
+    return {"type": type(exc).__name__, "message": str(exc)[:4096], "traceback": text}
+
+
+class _HostLogHandler(logging.Handler):
+    def __init__(self, runtime: PluginRuntime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.runtime.send([Kind.LOG, 0, record.levelno, self.format(record)[:8192]])
+
+
+class PluginRuntime(asyncio.Protocol):
+    def __init__(self, spec: WorkerSpec, decoder: FrameDecoder) -> None:
+        self.spec = spec
+        self.decoder = decoder
+        self.paths = PathPolicy([PathRule(p, FileMode(m)) for p, m in spec.filesystem])
+        self.hooks: dict[str, Callable[..., Any]] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.request_ids = itertools.count(1)
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.metric_tokens = spec.metrics_per_second
+        self.metric_stamp = time.monotonic()
+        self.metrics_dropped = 0
+        self.calls = 0
+
+    # --- transport -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, frame: list[Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode(frame))
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            kind = frame[0]
+            if kind == Kind.CALL:
+                self._call(frame[1], frame[2], frame[3], frame[4])
+            elif kind == Kind.PING:
+                self.send([Kind.PONG, frame[1], self._health()])
+            elif kind == Kind.REPLY or kind == Kind.REPLY_ERROR:
+                self._resolve(frame)
+            elif kind == Kind.CANCEL:
+                task = self.tasks.get(frame[1])
+                if task is not None:
+                    task.cancel()
+            elif kind == Kind.EXIT:
+                assert self.transport is not None
+                self.transport.close()
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    def _call(self, ident: int, hook: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.calls += 1
+        function = self.hooks.get(hook)
+        if function is None:
+            declared = ", ".join(sorted(self.hooks)) or "none"
+            self.send(
+                [
+                    Kind.ERROR,
+                    ident,
+                    {
+                        "type": "UnknownHook",
+                        "message": f"hook {hook!r} is not declared (declared: {declared})",
+                        "traceback": "",
+                    },
+                ]
+            )
+            return
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as exc:
+            self.send([Kind.ERROR, ident, format_error(exc)])
+            return
+        if inspect.isawaitable(result):
+            self.tasks[ident] = asyncio.ensure_future(self._finish(ident, result))
+        else:
+            self._reply(ident, result)
+
+    async def _finish(self, ident: int, awaitable: Any) -> None:
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            self.send(
+                [
+                    Kind.ERROR,
+                    ident,
+                    {"type": "CancelledError", "message": "cancelled by the host", "traceback": ""},
+                ]
+            )
+        except BaseException as exc:
+            self.send([Kind.ERROR, ident, format_error(exc)])
+        else:
+            self._reply(ident, result)
+        finally:
+            self.tasks.pop(ident, None)
+
+    def _reply(self, ident: int, result: Any) -> None:
+        try:
+            frame = encode([Kind.RESULT, ident, result])
+        except (TypeError, ValueError, OverflowError) as exc:
+            error = {
+                "type": "TypeError",
+                "message": f"the hook returned a value that cannot be sent to the host: {exc}",
+                "traceback": "",
+            }
+            self.send([Kind.ERROR, ident, error])
+            return
+        assert self.transport is not None
+        self.transport.write(frame)
+
+    def _health(self) -> dict[str, Any]:
+        rss = 0
+        try:
+            with open(f"/proc/{os.getpid()}/statm", "rb") as statm:
+                rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+        return {
+            "rss": rss,
+            "calls": self.calls,
+            "tasks": len(self.tasks),
+            "metrics_dropped": self.metrics_dropped,
+        }
+
+    # --- requests to the host (SDK) ------------------------------------------------------
+
+    def request(self, op: str, payload: dict[str, Any]) -> asyncio.Future[Any]:
+        ident = next(self.request_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[ident] = future
+        self.send([Kind.REQUEST, ident, op, payload])
+        return future
+
+    def _resolve(self, frame: list[Any]) -> None:
+        future = self.pending.pop(frame[1], None)
+        if future is None or future.done():
+            return
+        if frame[0] == Kind.REPLY:
+            future.set_result(frame[2])
+        else:
+            error = frame[2] if isinstance(frame[2], dict) else {}
+            make = _REMOTE_ERRORS.get(str(error.get("type")), FetchError)
+            future.set_exception(make(str(error.get("message", "request failed"))))
+
+    def send_metric(self, name: str, value: float, labels: dict[str, str]) -> None:
+        now = time.monotonic()
+        rate = self.spec.metrics_per_second
+        self.metric_tokens = min(rate, self.metric_tokens + (now - self.metric_stamp) * rate)
+        self.metric_stamp = now
+        if self.metric_tokens < 1:
+            self.metrics_dropped += 1
+            return
+        self.metric_tokens -= 1
+        self.send([Kind.METRIC, 0, name, value, labels])
+
+    # --- loading -------------------------------------------------------------------------
+
+    async def load(self) -> dict[str, Any]:
+        """Import the entry and run onLoad. Raises whatever the plugin raises."""
+        spec = self.spec
+        handler = _HostLogHandler(self)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        plugin_log = logging.getLogger("autoweave.plugin")
+        plugin_log.addHandler(handler)
+        plugin_log.setLevel(logging.DEBUG)
+        plugin_log.propagate = False
+        sdk._bind(self, spec.manifest, spec.config)
+        sys.modules["autoweave"] = sdk
+        entry_path = os.path.join(spec.folder, spec.entry)
+        sys.path.insert(0, os.path.dirname(entry_path))
+        if os.path.dirname(entry_path) != spec.folder:
+            sys.path.insert(0, spec.folder)
+        ImportGuard(spec.plugin, spec.folder, spec.extra_imports).install()
+        module_spec = importlib.util.spec_from_file_location(
+            f"autoweave_plugin_{spec.plugin.replace('-', '_')}", entry_path
+        )
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot load {entry_path}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module
+        module_spec.loader.exec_module(module)
+        for hook, target in spec.hooks.items():
+            function = getattr(module, target, None)
+            if not callable(function):
+                raise AttributeError(
+                    f"hook {hook} names {target!r}, which {spec.entry} does not define as a function"
+                )
+            self.hooks[hook] = function
+        on_load = self.hooks.get("onLoad")
+        if on_load is not None:
+            result = on_load()
+            if inspect.isawaitable(result):
+                await result
+        return {"hooks": sorted(self.hooks)}
+
+
+async def serve(
+    sock: socket.socket,
+    spec: WorkerSpec,
+    decoder: FrameDecoder,
+    assign_id: int,
+    sandbox: dict[str, Any],
+) -> None:
+    """Load the plugin, answer the ASSIGN, then serve frames until the host closes the channel."""
+    loop = asyncio.get_running_loop()
+    runtime = PluginRuntime(spec, decoder)
+    await loop.create_connection(lambda: runtime, sock=sock)
+    started = time.perf_counter()
+    try:
+        info = await runtime.load()
+    except BaseException as exc:
+        runtime.send([Kind.ERROR, assign_id, format_error(exc)])
+        await asyncio.sleep(0)
+        return
+    info["load_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    runtime.send([Kind.RESULT, assign_id, {**info, "sandbox": sandbox, "pid": os.getpid()}])
+    await runtime.closed

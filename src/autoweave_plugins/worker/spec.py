@@ -1,0 +1,41 @@
+"""What the host tells a blank worker when it assigns it a plugin (the ASSIGN payload)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autoweave_plugins.errors import ProtocolError
+
+__all__ = ["WorkerSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    plugin: str
+    folder: str
+    entry: str
+    hooks: dict[str, str]
+    manifest: dict[str, Any]
+    filesystem: list[tuple[str, str]]
+    max_heap_mb: int
+    config: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    extra_imports: list[str] = field(default_factory=list)
+    max_file_bytes: int = 256 << 20
+    max_open_files: int = 256
+    metrics_per_second: float = 200.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: object) -> WorkerSpec:
+        if not isinstance(data, dict):
+            raise ProtocolError("assign payload must be a map")
+        try:
+            spec = cls(**data)
+        except TypeError as exc:
+            raise ProtocolError(f"bad assign payload: {exc}") from None
+        object.__setattr__(spec, "filesystem", [(str(p), str(m)) for p, m in spec.filesystem])
+        return spec

@@ -1,0 +1,202 @@
+"""A benign plugin in a real sandboxed worker: load, hooks, errors, timeouts, crash, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from autoweave_plugins.errors import HookError, HookTimeout, LoadError, PluginCrashed, UnknownHook
+from autoweave_plugins.process import WorkerProcess, build_spec
+from tests.workers import process_exists, running, write_plugin
+
+HOOKS = {
+    "onLoad": "init",
+    "onJobReceived": "job",
+    "onSlow": "slow",
+    "onSpin": "spin",
+    "onFail": "fail",
+    "onExit": "leave",
+    "onBadResult": "bad",
+}
+CODE = """
+import asyncio, sys
+import autoweave
+
+state = {"loaded": False}
+
+def init():
+    state["loaded"] = True
+
+async def job(x, *, twice=False):
+    await asyncio.sleep(0)
+    return {"x": x * (2 if twice else 1), "loaded": state["loaded"]}
+
+async def slow(seconds):
+    await asyncio.sleep(seconds)
+    return "done"
+
+def spin():
+    while True:
+        pass
+
+def fail():
+    raise ValueError("bad input from the plugin")
+
+def leave():
+    sys.exit(3)
+
+def bad():
+    return object()
+"""
+
+
+@pytest.fixture
+def plugin_root(tmp_path: Path) -> Path:
+    return tmp_path / "plugins"
+
+
+async def test_load_and_call_sync_and_async_hooks(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        assert await worker.call("onJobReceived", 21, twice=True) == {"x": 42, "loaded": True}
+        results = await asyncio.gather(*(worker.call("onJobReceived", i) for i in range(50)))
+        assert [r["x"] for r in results] == list(range(50))
+
+
+async def test_plugin_exception_carries_its_traceback(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        with pytest.raises(HookError) as caught:
+            await worker.call("onFail")
+        err = caught.value
+        assert err.error_type == "ValueError" and "bad input" in err.error_message
+        assert "main.py" in err.traceback and "raise ValueError" in err.traceback
+        # the worker survives a plugin exception, and a SystemExit in a hook
+        with pytest.raises(HookError, match="SystemExit"):
+            await worker.call("onExit")
+        assert (await worker.call("onJobReceived", 1))["x"] == 1
+
+
+async def test_unknown_hook_and_unsendable_result(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        with pytest.raises(UnknownHook, match="onNope"):
+            await worker.call("onNope")
+        with pytest.raises(HookError, match="cannot be sent"):
+            await worker.call("onBadResult")
+
+
+async def test_async_timeout_cancels_without_killing(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        with pytest.raises(HookTimeout):
+            await worker.call("onSlow", 30, timeout=0.2)
+        assert worker.alive
+        assert await worker.call("onSlow", 0) == "done"
+
+
+async def test_spinning_hook_is_killed_on_timeout(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        pid = worker.pid
+        assert pid is not None
+        with pytest.raises(HookTimeout):
+            await worker.call("onSpin", timeout=0.3)
+        await asyncio.wait_for(worker.wait_closed(), 5)
+        assert worker.exit_reason == "timeout" and not process_exists(pid)
+
+
+async def test_sigkill_fails_in_flight_calls_quickly(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        assert worker.pid is not None
+        calls = [asyncio.ensure_future(worker.call("onSlow", 30)) for _ in range(10)]
+        await asyncio.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 2)
+        assert all(isinstance(r, PluginCrashed) for r in results), results
+        with pytest.raises(PluginCrashed):
+            await worker.call("onJobReceived", 1)
+
+
+async def test_caller_cancellation_cancels_in_the_worker(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        call = asyncio.ensure_future(worker.call("onSlow", 30))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(100):  # the cancel and a ping can arrive in one read; let it unwind
+            pong = await worker.ping()
+            if pong["tasks"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert pong["tasks"] == 0 and pong["rss"] > 0
+
+
+@pytest.mark.parametrize(
+    ("code", "hooks", "message"),
+    [
+        ("raise RuntimeError('broken at import')\n", {}, "broken at import"),
+        ("def init():\n    raise KeyError('onload failed')\n", {"onLoad": "init"}, "onload failed"),
+        ("x = 1\n", {"onLoad": "missing_function"}, "does not define"),
+        ("import subprocess\n", {}, "may not import 'subprocess'"),
+    ],
+)
+async def test_load_failures_are_load_errors(
+    plugin_root: Path, code: str, hooks: dict[str, str], message: str
+) -> None:
+    plugin = write_plugin(plugin_root, "broken", code, hooks=hooks)
+    worker = await WorkerProcess.spawn()
+    try:
+        with pytest.raises(LoadError, match=message) as caught:
+            await worker.assign(build_spec(plugin))
+        assert caught.value.traceback
+        await asyncio.wait_for(worker.wait_closed(), 5)
+    finally:
+        await worker.stop()
+
+
+async def test_extra_imports_can_be_granted(plugin_root: Path) -> None:
+    plugin = write_plugin(
+        plugin_root,
+        "granted",
+        "import fcntl\ndef ok():\n    return fcntl.__name__\n",
+        hooks={"onOk": "ok"},
+    )
+    async with running(plugin, extra_imports=("fcntl",)) as worker:
+        assert await worker.call("onOk") == "fcntl"
+
+
+async def test_plugin_own_modules_import(plugin_root: Path) -> None:
+    plugin = write_plugin(
+        plugin_root,
+        "multi",
+        "import helpers\ndef ok():\n    return helpers.VALUE\n",
+        hooks={"onOk": "ok"},
+    )
+    (Path(plugin.folder) / "helpers.py").write_text("VALUE = 'from helpers'\n")
+    async with running(plugin) as worker:
+        assert await worker.call("onOk") == "from helpers"
+
+
+async def test_stop_reaps_the_process(plugin_root: Path) -> None:
+    plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
+    async with running(plugin) as worker:
+        pid = worker.pid
+    assert pid is not None and not process_exists(pid)
+    assert worker.returncode == 0 and worker.exit_reason == "shutdown"
+
+
+async def test_blank_worker_answers_pings_and_stops() -> None:
+    worker = await WorkerProcess.spawn()
+    try:
+        assert (await worker.ping())["calls"] == 0
+    finally:
+        await worker.stop()
+    assert worker.returncode == 0
