@@ -74,3 +74,14 @@ def test_corpus_through_the_cli(corpus: Path) -> None:
     )
     reports = json.loads(cli("validate", "--json", *map(str, invalid_files)).stdout)
     assert len(reports) == len(invalid_files) and not any(r["ok"] for r in reports)
+
+
+def test_doctor_reports_layers() -> None:
+    run = cli("doctor", "--json")
+    report = json.loads(run.stdout)
+    assert {"landlock", "seccomp", "cgroups_v2", "user_namespaces", "missing_required"} <= set(
+        report
+    )
+    assert run.returncode == (1 if report["missing_required"] else 0)
+    human = cli("doctor")
+    assert "strict mode:" in human.stdout and "landlock" in human.stdout

@@ -1,0 +1,85 @@
+"""The frame codec: round trips under any chunking, and garbage only ever raises ProtocolError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoweave_plugins.errors import ProtocolError
+from autoweave_plugins.rpc import FrameDecoder, Kind, check_worker_frame, encode
+
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+frames = st.lists(
+    st.tuples(st.integers(0, 20), st.integers(0, 2**31), values).map(list), min_size=1, max_size=8
+)
+
+
+@given(frames, st.lists(st.integers(1, 64), min_size=1, max_size=20))
+def test_frames_survive_any_chunking(sent: list[list[Any]], cuts: list[int]) -> None:
+    wire = b"".join(encode(frame) for frame in sent)
+    decoder = FrameDecoder()
+    received: list[Any] = []
+    position = 0
+    for cut in cuts * (len(wire) // max(1, sum(cuts)) + 1):
+        received += decoder.feed(wire[position : position + cut])
+        position += cut
+        if position >= len(wire):
+            break
+    received += decoder.feed(wire[position:])
+    assert received == sent and decoder.buffered == 0
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=512))
+def test_garbage_raises_only_protocol_error(data: bytes) -> None:
+    decoder = FrameDecoder(max_frame=1 << 16)
+    try:
+        for frame in decoder.feed(data):
+            check_worker_frame(frame)
+    except ProtocolError:
+        pass
+
+
+def test_oversized_header_is_refused_before_buffering() -> None:
+    decoder = FrameDecoder(max_frame=1024)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decoder.feed((1 << 30).to_bytes(4, "big") + b"x" * 10)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not a list",
+        [Kind.RESULT],
+        [99, 1, None],
+        [Kind.RESULT, -1, None],
+        [Kind.RESULT, "1", None],
+        [Kind.RESULT, 1],
+        [Kind.ERROR, 1, "not a map"],
+        [Kind.REQUEST, 1, 5, {}],
+        [Kind.METRIC, 0, "m", 1.0],
+        [Kind.CALL, 1, "onX", [], {}],  # a host-to-worker kind coming from a worker
+    ],
+)
+def test_bad_shapes_are_protocol_errors(frame: Any) -> None:
+    with pytest.raises(ProtocolError):
+        check_worker_frame(frame)
+
+
+def test_good_shapes_pass() -> None:
+    assert check_worker_frame([Kind.RESULT, 7, {"any": "value"}]) == (Kind.RESULT, 7)
+    assert check_worker_frame([Kind.METRIC, 0, "m", 1.0, {}]) == (Kind.METRIC, 0)

@@ -1,0 +1,104 @@
+"""The fetch broker on its own: pinning, private ranges, redirects, limits. Local server only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
+from autoweave_plugins.errors import FetchError, PermissionDenied
+from autoweave_plugins.permissions.urls import OutboundPolicy
+from tests.httpserver import local_server
+
+
+class Resolver:
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        return self.answers[host]
+
+
+def request(url: str, **extra: Any) -> dict[str, Any]:
+    return {"url": url, "method": "GET", "headers": {}, "body": None, "timeout": 5, **extra}
+
+
+async def test_named_ip_pattern_reaches_loopback_and_redirects_are_rechecked() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        broker = FetchBroker(OutboundPolicy([f"{base}/allowed/*"]), http)
+        ok = await broker.fetch(request(f"{base}/allowed/a"))
+        assert ok["status"] == 200
+        followed = await broker.fetch(request(f"{base}/allowed/redirect-to/allowed/b"))
+        assert followed["url"].endswith("/allowed/b")
+        with pytest.raises(PermissionDenied, match="matches none"):
+            await broker.fetch(request(f"{base}/allowed/redirect-abs/x"))
+        assert server.paths() == [
+            "/allowed/a",
+            "/allowed/redirect-to/allowed/b",
+            "/allowed/b",
+            "/allowed/redirect-abs/x",
+        ]
+
+
+async def test_names_resolving_to_private_addresses_are_refused() -> None:
+    async with httpx.AsyncClient() as http:
+        resolver = Resolver({"api.example.com": ["10.1.2.3", "192.168.1.1", "fe80::1"]})
+        broker = FetchBroker(OutboundPolicy(["https://api.example.com/*"]), http, resolver=resolver)
+        with pytest.raises(PermissionDenied, match="private, loopback and link-local"):
+            await broker.fetch(request("https://api.example.com/x"))
+
+
+async def test_connection_is_pinned_to_the_single_resolution() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        resolver = Resolver({"localhost": ["127.0.0.1"]})
+        broker = FetchBroker(
+            OutboundPolicy([f"http://localhost:{server.port}/*"]), http, resolver=resolver
+        )
+        response = await broker.fetch(request(f"http://localhost:{server.port}/allowed/pinned"))
+        assert response["status"] == 200
+        assert resolver.calls == ["localhost"]  # resolved once, connected to that address
+        assert server.seen[0].headers["host"] == f"localhost:{server.port}"  # the name, not the IP
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"method": "TRACE"}, "method"),
+        ({"headers": {"Host": "evil"}}, "set by the host"),
+        ({"headers": {"X": "a\r\nInjected: 1"}}, "CR, LF"),
+        ({"body": "text, not bytes"}, "body must be bytes"),
+        ({"timeout": -1}, "timeout"),
+        ({"url": 42}, "url must be a string"),
+    ],
+)
+async def test_malformed_requests_are_refused(payload: dict[str, Any], message: str) -> None:
+    async with httpx.AsyncClient() as http:
+        broker = FetchBroker(OutboundPolicy(["https://api.example.com/*"]), http)
+        with pytest.raises(FetchError, match=message):
+            await broker.fetch({**request("https://api.example.com/x"), **payload})
+
+
+async def test_response_size_is_capped() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        broker = FetchBroker(
+            OutboundPolicy([f"{base}/allowed/*"]), http, FetchLimits(max_response_bytes=1 << 20)
+        )
+        with pytest.raises(FetchError, match="larger than"):
+            await broker.fetch(request(f"{base}/allowed/big"))
+
+
+async def test_redirect_loops_are_bounded() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        broker = FetchBroker(
+            OutboundPolicy([f"{base}/allowed/*"]), http, FetchLimits(max_redirects=2)
+        )
+        loop = "/allowed/redirect-to" * 4 + "/allowed/end"
+        with pytest.raises(FetchError, match="more than 2 redirects"):
+            await broker.fetch(request(f"{base}{loop}"))

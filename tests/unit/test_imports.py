@@ -1,0 +1,55 @@
+"""The import allow-list: plugin files are checked, the stdlib importing itself is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoweave_plugins.sandbox.imports import SAFE_MODULES, ImportGuard
+
+
+@pytest.fixture
+def guard(tmp_path: Path) -> ImportGuard:
+    (tmp_path / "helpers.py").write_text("")
+    (tmp_path / "pkg").mkdir()
+    return ImportGuard("demo", str(tmp_path), extra=("fcntl",))
+
+
+def plugin_globals(folder: Path) -> dict[str, str]:
+    return {"__file__": str(folder / "main.py"), "__name__": "plugin"}
+
+
+def test_plugin_imports_are_checked(guard: ImportGuard, tmp_path: Path) -> None:
+    g = plugin_globals(tmp_path)
+    for allowed in ("json", "asyncio.tasks", "helpers", "pkg.sub", "fcntl", "autoweave"):
+        guard.check(allowed, g, 0)
+    for refused in (
+        "subprocess",
+        "socket",
+        "ctypes",
+        "importlib",
+        "autoweave_plugins",
+        "multiprocessing.pool",
+    ):
+        with pytest.raises(ImportError, match=f"may not import '{refused}'") as caught:
+            guard.check(refused, g, 0)
+        assert "extra_imports" in str(caught.value)
+
+
+def test_stdlib_and_relative_imports_pass(guard: ImportGuard, tmp_path: Path) -> None:
+    guard.check("socket", {"__file__": "/usr/lib/python3.11/asyncio/base_events.py"}, 0)
+    guard.check("socket", None, 0)
+    guard.check("anything", plugin_globals(tmp_path), 1)
+
+
+def test_a_sibling_folder_is_not_the_plugin(guard: ImportGuard, tmp_path: Path) -> None:
+    sibling = {"__file__": str(tmp_path) + "-evil/main.py"}
+    guard.check("subprocess", sibling, 0)  # not plugin code: not this guard's business
+
+
+def test_dangerous_modules_are_not_safe_by_default() -> None:
+    assert (
+        not {"subprocess", "socket", "ssl", "ctypes", "multiprocessing", "signal", "importlib"}
+        & SAFE_MODULES
+    )
