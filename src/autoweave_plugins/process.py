@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -133,7 +134,7 @@ class WorkerProcess(asyncio.Protocol):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = await asyncio.create_subprocess_exec(
-                python, "-I", *python_flags, "-m", "autoweave_plugins.worker", str(child.fileno()),
+                python, "-I", *python_flags, "-m", "autoweave_plugins.worker", str(child.fileno()), str(os.getpid()),
                 pass_fds=(child.fileno(),), env={}, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True, close_fds=True, cwd="/",
@@ -396,7 +397,9 @@ class WorkerProcess(asyncio.Protocol):
         self.spec = spec
         patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
         if http is not None:
-            self.fetch_broker = FetchBroker(OutboundPolicy(patterns), http, fetch_limits or FetchLimits())
+            self.fetch_broker = FetchBroker(
+                OutboundPolicy(patterns), http, fetch_limits or FetchLimits()
+            )
         self._plugin_log = logging.getLogger(f"autoweave_plugins.plugin.{spec.plugin}")
         ident = self._next_id()
         try:

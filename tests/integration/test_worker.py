@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,31 @@ async def test_blank_worker_answers_pings_and_stops() -> None:
     finally:
         await worker.stop()
     assert worker.returncode == 0
+
+
+async def test_workers_die_with_a_killed_host(tmp_path: Path) -> None:
+    """A host killed with SIGKILL leaves no worker behind (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "host.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from autoweave_plugins.process import WorkerProcess\n"
+        "async def main():\n"
+        "    workers = [await WorkerProcess.spawn() for _ in range(2)]\n"
+        "    print(' '.join(str(w.pid) for w in workers), flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    host = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+    )
+    assert host.stdout is not None
+    line = await asyncio.wait_for(host.stdout.readline(), 30)
+    pids = [int(p) for p in line.split()]
+    assert len(pids) == 2 and all(process_exists(p) for p in pids)
+    host.kill()
+    await host.wait()
+    for _ in range(200):
+        if not any(process_exists(p) for p in pids):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(process_exists(p) for p in pids)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import signal
 
-__all__ = ["drop_privileges", "no_new_privs_set"]
+__all__ = ["die_with_parent", "drop_privileges", "no_new_privs_set"]
 
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -50,6 +52,13 @@ def _last_cap() -> int:
             return int(handle.read())
     except (OSError, ValueError):
         return _LAST_CAP_FALLBACK
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this process when its parent (the host) dies, so a host that is
+    itself killed leaves no orphan workers. False if the parent is already gone."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    return os.getppid() == parent_pid  # the parent may have died before the prctl
 
 
 def no_new_privs_set() -> bool:

@@ -1,4 +1,4 @@
-"""Worker entry point: ``python -I -m autoweave_plugins.worker FD``.
+"""Worker entry point: ``python -I -m autoweave_plugins.worker FD HOST_PID``.
 
 A blank worker imports its runtime, reports READY, and waits (answering pings) until it is
 assigned a plugin. Then it applies the sandbox to itself, and only then imports plugin code.
@@ -15,6 +15,7 @@ import sys
 from autoweave_plugins.errors import ProtocolError, SandboxUnavailable
 from autoweave_plugins.rpc import FrameDecoder, Kind, encode
 from autoweave_plugins.sandbox import apply_sandbox, prepare
+from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.worker import runtime
 from autoweave_plugins.worker.spec import WorkerSpec
 
@@ -46,6 +47,8 @@ def _wait_for_assignment(
 
 
 def main() -> int:
+    if not die_with_parent(int(sys.argv[2])):
+        return 0
     sock = socket.socket(fileno=int(sys.argv[1]))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     decoder = FrameDecoder()
