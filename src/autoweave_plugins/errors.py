@@ -11,6 +11,8 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     ├── PermissionDenied            a plugin asked for something its manifest does not grant
     ├── PolicyRefused               a manifest asks for more than the host's grant policy allows
     ├── SandboxUnavailable          strict mode, and this machine lacks a required sandbox layer
+    ├── UnknownPlugin               no plugin of that name was discovered
+    ├── UnknownEvent                ``on``/``off`` with an event name that does not exist
     ├── FetchError                  a brokered HTTP request failed (after its URL was allowed)
     └── WorkerError                 something went wrong with a plugin's worker process
         ├── ProtocolError           the worker sent a malformed, oversized or unexpected frame
@@ -19,7 +21,8 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
         ├── UnknownHook             the plugin does not declare or define that hook
         ├── HookError               the hook raised; carries the plugin's traceback text
         ├── HookTimeout             the hook overran its timeout; its worker was killed
-        └── PluginCrashed           the worker died while the call was in flight
+        ├── PluginCrashed           the worker died while the call was in flight
+        └── PluginFailed            the plugin's circuit breaker is open (too many crashes)
 
 ``ManifestError.issues`` holds ``ManifestIssue`` records, each with a JSON path in the form
 ``$.permissions.filesystem[0].mode``; parse errors add a line and a column.
@@ -49,10 +52,13 @@ __all__ = [
     "ManifestIssue",
     "PermissionDenied",
     "PluginCrashed",
+    "PluginFailed",
     "PolicyRefused",
     "ProtocolError",
     "SandboxUnavailable",
+    "UnknownEvent",
     "UnknownHook",
+    "UnknownPlugin",
     "WorkerError",
 ]
 
@@ -212,3 +218,23 @@ class HookTimeout(WorkerError):
 
 class PluginCrashed(WorkerError):
     """The worker process died while this call was in flight. The call is never retried."""
+
+
+class PluginFailed(WorkerError):
+    """The plugin crashed too often: its breaker is open until ``reload`` or a file change."""
+
+
+class UnknownPlugin(AutoweaveError, KeyError):
+    """No plugin of this name is known to the manager."""
+
+    def __init__(self, name: str, known: tuple[str, ...] = ()) -> None:
+        hint = f"; known: {', '.join(known[:10])}" if known else ""
+        super().__init__(f"unknown plugin {name!r}{hint}")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message
+        return str(self.args[0])
+
+
+class UnknownEvent(AutoweaveError, ValueError):
+    """An event name that the manager never emits."""

@@ -41,6 +41,7 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, FrameDecoder, Kind, check_worker_frame, encode
+from autoweave_plugins.stats import LatencyWindow
 from autoweave_plugins.worker.spec import WorkerSpec
 
 __all__ = ["OutputLimits", "WorkerProcess", "build_spec"]
@@ -82,6 +83,11 @@ class _Pending:
     hook: str
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 
 
@@ -89,7 +95,7 @@ ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 class WorkerStats:
     calls: int = 0
     errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
     last_pong: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,6 +160,9 @@ class WorkerProcess(asyncio.Protocol):
             raise WorkerError(f"worker did not start within {ready_timeout:g} s") from None
         except WorkerError:
             self.kill("crashed")
+            raise
+        except asyncio.CancelledError:
+            self.kill("shutdown")
             raise
         return self
 
@@ -375,6 +384,9 @@ class WorkerProcess(asyncio.Protocol):
             if timeout is None:
                 return await future
             return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            future.add_done_callback(_consume)  # a late answer or failure that nobody awaits
+            raise
         except asyncio.CancelledError:
             self._pending.pop(ident, None)
             if frame[0] == Kind.CALL:
@@ -435,8 +447,7 @@ class WorkerProcess(asyncio.Protocol):
             self.stats.errors += 1
             raise
         finally:
-            if len(self.stats.latencies) < 4096:
-                self.stats.latencies.append(time.perf_counter() - started)
+            self.stats.latency.add(time.perf_counter() - started)
         return result
 
     async def _cancel_or_kill(self, ident: int, grace: float) -> None:

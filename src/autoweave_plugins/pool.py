@@ -1,0 +1,168 @@
+"""Worker processes: pre-warmed spares, the live-process cap, and counting births and deaths.
+
+The pool owns process lifecycles, not plugins. It keeps ``min_workers`` blank spares ready and
+never lets live processes (spares included) exceed ``max_workers``. When a worker is needed at
+the cap, it asks the manager to ``make_room`` (reclaim the least recently used idle plugin);
+if nothing can be reclaimed, the request waits for a slot until its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+
+from autoweave_plugins.errors import LoadTimeout, WorkerError
+from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.settings import WorkerPoolConfig
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger(__name__)
+
+# Exit reasons as DESIGN §7 names them; anything unexpected is a crash.
+REASONS = frozenset({"idle", "crashed", "unhealthy", "memory", "timeout", "shutdown", "reload"})
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        config: WorkerPoolConfig,
+        *,
+        make_room: Callable[[], Awaitable[bool]],
+        on_created: Callable[[WorkerProcess], None],
+        on_terminated: Callable[[WorkerProcess, str], None],
+        spawn: Callable[[], Awaitable[WorkerProcess]] = WorkerProcess.spawn,
+    ) -> None:
+        self.config = config
+        self._make_room = make_room
+        self._on_created = on_created
+        self._on_terminated = on_terminated
+        self._spawn_worker = spawn
+        self.spares: deque[WorkerProcess] = deque()
+        self.live: set[WorkerProcess] = set()
+        self.created = 0
+        self.terminated: Counter[str] = Counter()
+        self.spawn_failures = 0
+        self._spawning: set[asyncio.Future[WorkerProcess]] = set()
+        self._slot_freed = asyncio.Event()
+        self._replenisher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def size(self) -> int:
+        """Live processes plus those being spawned: what counts against the cap."""
+        return len(self.live) + len(self._spawning)
+
+    async def _spawn(self) -> WorkerProcess:
+        if self._closing:
+            raise WorkerError("the pool is shutting down")
+        # Shielded: a cancelled caller must not lose track of a process that is starting.
+        future = asyncio.ensure_future(self._spawn_worker())
+        self._spawning.add(future)
+        try:
+            worker = await asyncio.shield(future)
+        except WorkerError:
+            self.spawn_failures += 1
+            raise
+        finally:
+            if future.done():
+                self._spawning.discard(future)
+            else:
+                future.add_done_callback(self._spawning.discard)
+        self.live.add(worker)
+        self.created += 1
+        worker.on_exit.append(self._exited)
+        self._on_created(worker)
+        return worker
+
+    def _exited(self, worker: WorkerProcess, reason: str, returncode: int | None) -> None:
+        self.live.discard(worker)
+        with contextlib.suppress(ValueError):
+            self.spares.remove(worker)
+        reason = reason if reason in REASONS else "crashed"
+        self.terminated[reason] += 1
+        self._on_terminated(worker, reason)
+        self._slot_freed.set()
+        self.replenish()
+
+    def replenish(self) -> None:
+        """Top spares up to min_workers in the background (never past the cap)."""
+        if self._closing or (self._replenisher is not None and not self._replenisher.done()):
+            return
+        self._replenisher = asyncio.ensure_future(self._replenish())
+
+    async def _replenish(self) -> None:
+        failures = 0
+        while not self._closing:
+            missing = min(
+                self.config.min_workers - len(self.spares), self.config.max_workers - self.size
+            )
+            if missing <= 0:
+                return
+            results = await asyncio.gather(
+                *(self._spawn() for _ in range(missing)), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, WorkerProcess):
+                    self.spares.append(result)
+                    failures = 0
+                elif isinstance(result, WorkerError):
+                    failures += 1
+                    log.error("could not start a spare worker: %s", result)
+                elif isinstance(result, BaseException):
+                    raise result
+            if failures:
+                await asyncio.sleep(min(30.0, 0.1 * 2**failures))
+
+    async def start(self) -> None:
+        """Start the spares and wait until they are ready: a started pool is a warm pool."""
+        self.replenish()
+        if self._replenisher is not None:
+            await asyncio.shield(self._replenisher)
+
+    async def acquire(self, deadline: float) -> WorkerProcess:
+        """A blank worker: a spare, a new process, or one freed by reclaiming an idle plugin."""
+        while True:
+            while self.spares:
+                worker = self.spares.popleft()
+                if worker.alive:
+                    self.replenish()
+                    return worker
+            if self.size < self.config.max_workers:
+                worker = await self._spawn()
+                self.replenish()
+                return worker
+            if await self._make_room():
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LoadTimeout(
+                    f"no worker slot free within the load timeout (max_workers={self.config.max_workers})"
+                )
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), remaining)
+
+    async def retire(self, worker: WorkerProcess, reason: str, timeout: float = 2.0) -> None:
+        """Stop one worker (graceful, then forced) and wait until it is reaped."""
+        await worker.stop(timeout=timeout, reason=reason)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Stop every live worker, spares included; returns when all are reaped."""
+        self._closing = True
+        if self._replenisher is not None:
+            self._replenisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replenisher
+        # Processes still starting are waited for, so that they are stopped below too.
+        started = await asyncio.gather(*self._spawning, return_exceptions=True)
+        self.live.update(w for w in started if isinstance(w, WorkerProcess))
+        await asyncio.gather(
+            *(w.stop(timeout=timeout, reason="shutdown") for w in list(self.live)),
+            return_exceptions=True,
+        )
+        self.spares.clear()

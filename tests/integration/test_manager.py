@@ -1,0 +1,372 @@
+"""PluginManager with real worker processes: loading, recovery, reclaim, events, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from autoweave_plugins import PluginManager, Priority
+from autoweave_plugins.errors import (
+    ConfigError,
+    PluginCrashed,
+    PluginFailed,
+    UnknownHook,
+    UnknownPlugin,
+)
+from autoweave_plugins.events import Event
+
+CODE = """
+import asyncio, os, time
+import autoweave
+
+async def init():
+    await asyncio.sleep(float(autoweave.config.get("load_delay", 0)))
+
+async def work(x=1, delay=0.0):
+    await asyncio.sleep(delay)
+    return x
+
+def crash():
+    os._exit(9)
+
+def block(seconds):
+    time.sleep(seconds)
+
+def cleanup():
+    pass
+"""
+HOOKS = {
+    "onLoad": "init",
+    "onWork": "work",
+    "onCrash": "crash",
+    "onBlock": "block",
+    "onUnload": "cleanup",
+}
+
+
+def make(root: Path, name: str, **manifest: Any) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    doc = {"name": name, "version": "1.0.0", "entry": "main.py", "hooks": HOOKS, **manifest}
+    (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
+    (folder / "main.py").write_text(CODE)
+
+
+def children() -> set[int]:
+    return {
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE
+    }
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> Path:
+    root = tmp_path / "plugins"
+    for name in ("alpha", "beta", "gamma", "delta"):
+        make(root, name)
+    return root
+
+
+def manager(root: Path, **options: Any) -> PluginManager:
+    pool = {"min_workers": 1, "max_workers": 8, **options.pop("worker_pool", {})}
+    return PluginManager(root, worker_pool=pool, **options)
+
+
+async def test_call_loads_lazily_and_stats_match(plugins: Path) -> None:
+    before = children()
+    async with manager(plugins) as m:
+        assert m.state("alpha") == "discovered"
+        assert await m.call("alpha", "onWork", 5) == 5
+        for i in range(9):
+            await m.call("alpha", "onWork", i)
+        stats = m.get_manager_stats()
+        assert stats["plugins"]["idle"] == 1 and stats["plugins"]["discovered"] == 3
+        assert stats["loader"]["loads_ok"] == 1 and stats["loader"]["load_time_p50_ms"] > 0
+        assert stats["workers"]["assigned"] == 1
+        meta = m.get_plugin_metadata("alpha")
+        assert meta["access_count"] == 10 and meta["loaded_at"] is not None
+        [worker] = meta["worker_metrics"]
+        assert (
+            worker["calls"] == 10
+            and worker["rss"] > 1_000_000
+            and worker["call_latency_p50_ms"] > 0
+        )
+    assert children() <= before
+
+
+async def test_concurrent_calls_share_one_load(plugins: Path) -> None:
+    async with manager(plugins) as m:
+        results = await asyncio.gather(*(m.call("beta", "onWork", i) for i in range(20)))
+        assert results == list(range(20))
+        assert m.get_manager_stats()["loader"]["loads_ok"] == 1
+
+
+async def test_unknown_plugin_and_hook(plugins: Path) -> None:
+    async with manager(plugins) as m:
+        with pytest.raises(UnknownPlugin, match="nope"):
+            await m.call("nope", "onWork")
+        with pytest.raises(UnknownHook, match="onMissing"):
+            await m.call("alpha", "onMissing")
+        assert m.state("alpha") == "discovered"  # an unknown hook does not load the plugin
+
+
+async def test_priority_order_and_concurrency_cap(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    names = ["p-low", "p-normal", "p-high", "p-critical", "p-background", "p-normal2"]
+    for name in names:
+        make(root, name)
+    priorities = {
+        "p-low": Priority.LOW,
+        "p-high": Priority.HIGH,
+        "p-critical": Priority.CRITICAL,
+        "p-background": Priority.BACKGROUND,
+    }
+    delays = {n: {"load_delay": 0.15} for n in names}
+    m = manager(
+        root, loader={"max_concurrent_loads": 1, "priority_map": priorities}, plugin_config=delays
+    )
+    loaded: list[str] = []
+    m.on("plugin:loaded", lambda e: loaded.append(e.plugin.name if e.plugin else "?"))
+    async with m:
+        assert loaded == ["p-critical", "p-high"]  # preloaded at start, in priority order
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, m.scheduler.loading)
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.ensure_future(watch())
+        await m.load_many(["p-low", "p-normal", "p-background", "p-normal2"])
+        watcher.cancel()
+        assert peak == 1
+        # p-low takes the free slot at once; the rest queue behind it and start by priority,
+        # so p-background (requested before p-normal2) loads last.
+        assert loaded[2:] == ["p-low", "p-normal", "p-normal2", "p-background"]
+
+
+async def test_concurrency_cap_is_never_exceeded(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    for i in range(6):
+        make(root, f"slow{i}")
+    m = manager(
+        root,
+        loader={"max_concurrent_loads": 2},
+        plugin_config={f"slow{i}": {"load_delay": 0.2} for i in range(6)},
+    )
+    async with m:
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, m.scheduler.loading)
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.ensure_future(watch())
+        errors = await m.load_many([f"slow{i}" for i in range(6)])
+        watcher.cancel()
+        assert errors == dict.fromkeys(errors)  # all None
+        assert peak == 2
+
+
+async def test_idle_reclaim_then_lazy_reload(plugins: Path) -> None:
+    terminated: list[Event] = []
+    m = manager(plugins, worker_pool={"worker_idle_timeout": 0.3, "scale_in_idle": 0.3})
+    m.on("worker:terminated", terminated.append)
+    async with m:
+        await m.call("alpha", "onWork")
+        for _ in range(100):
+            if m.state("alpha") == "dormant":
+                break
+            await asyncio.sleep(0.02)
+        assert m.state("alpha") == "dormant"
+        assert [e.data["reason"] for e in terminated] == ["idle"]
+        assert await m.call("alpha", "onWork", 7) == 7
+        assert m.get_manager_stats()["loader"]["loads_ok"] == 2
+
+
+async def test_pinned_plugins_are_not_reclaimed(plugins: Path) -> None:
+    m = manager(
+        plugins,
+        worker_pool={"worker_idle_timeout": 0.2, "scale_in_idle": 0.2},
+        loader={"preload_queue": ["gamma"]},
+    )
+    async with m:
+        await asyncio.sleep(0.6)
+        assert m.state("gamma") == "idle"
+
+
+async def test_sigkill_under_load_fails_in_flight_then_serves_again(plugins: Path) -> None:
+    async with manager(plugins) as m:
+        await m.call("alpha", "onWork")
+        [worker] = m.records["alpha"].workers
+        assert worker.pid is not None
+        calls = [asyncio.ensure_future(m.call("alpha", "onWork", i, delay=5)) for i in range(20)]
+        await asyncio.sleep(0.1)
+        os.kill(worker.pid, signal.SIGKILL)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 3)
+        assert all(isinstance(r, PluginCrashed) for r in results)
+        assert await asyncio.wait_for(m.call("alpha", "onWork", 3), 10) == 3
+        meta = m.get_plugin_metadata("alpha")
+        assert meta["restarts"] == 1 and any(e["type"] == "PluginCrashed" for e in meta["errors"])
+        assert m.get_manager_stats()["workers"]["terminated"]["crashed"] == 1
+
+
+async def test_breaker_opens_and_reload_closes_it(plugins: Path) -> None:
+    failed: list[Event] = []
+    m = manager(plugins, worker_pool={"breaker_threshold": 2, "breaker_window": 30})
+    m.on("plugin:failed", failed.append)
+    async with m:
+        for _ in range(2):
+            with pytest.raises(PluginCrashed):
+                await m.call("delta", "onCrash")
+            await asyncio.sleep(0.1)
+        assert m.state("delta") == "failed" and len(failed) == 1
+        with pytest.raises(PluginFailed):
+            await m.call("delta", "onWork")
+        await m.reload("delta")
+        assert m.state("delta") == "idle"
+        assert await m.call("delta", "onWork", 4) == 4
+
+
+async def test_hung_worker_is_killed_by_the_health_check(plugins: Path) -> None:
+    reasons: list[str] = []
+    m = manager(plugins, worker_pool={"health_check_interval": 0.2, "health_check_timeout": 0.3})
+    m.on("worker:terminated", lambda e: reasons.append(e.data["reason"]))
+    async with m:
+        with pytest.raises(PluginCrashed):
+            await m.call("alpha", "onBlock", 30, timeout=60)
+        for _ in range(100):  # the event follows once the killed process is reaped
+            if reasons:
+                break
+            await asyncio.sleep(0.01)
+        assert reasons == ["unhealthy"]
+
+
+async def test_max_workers_reclaims_the_least_recently_used(plugins: Path) -> None:
+    async with manager(plugins, worker_pool={"min_workers": 0, "max_workers": 2}) as m:
+        await m.call("alpha", "onWork")
+        await m.call("beta", "onWork")
+        await m.call("alpha", "onWork")  # beta is now least recently used
+        await m.call("gamma", "onWork")
+        assert (
+            m.state("beta") == "dormant"
+            and m.state("alpha") == "idle"
+            and m.state("gamma") == "idle"
+        )
+        assert len(m.pool.live) <= 2
+
+
+async def test_scale_out_up_to_manifest_max_workers(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    make(root, "wide", permissions={"memory": {"max_workers": 2}})
+    async with manager(root, worker_pool={"scale_out_queue": 2}) as m:
+        await m.call("wide", "onWork")
+        await asyncio.gather(*(m.call("wide", "onWork", i, delay=0.3) for i in range(8)))
+        assert len(m.records["wide"].workers) == 2
+
+
+async def test_broadcast_collects_results_and_errors(plugins: Path) -> None:
+    async with manager(plugins) as m:
+        results = await m.broadcast("onWork", 2)
+        assert {n: r.value for n, r in results.items()} == dict.fromkeys(
+            ["alpha", "beta", "gamma", "delta"], 2
+        )
+        crashed = await m.broadcast("onCrash")
+        assert all(not r.ok and isinstance(r.error, PluginCrashed) for r in crashed.values())
+
+
+async def test_listeners_sync_async_and_raising(plugins: Path) -> None:
+    seen: list[str] = []
+
+    async def async_listener(event: Event) -> None:
+        seen.append("async:" + event.name)
+
+    def bad_listener(event: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    m = manager(plugins)
+    m.on("plugin:loaded", bad_listener)
+    m.on("plugin:loaded", async_listener)
+    m.on("plugin:loaded", lambda e: seen.append("sync:" + e.name))
+    async with m:
+        stream = m.events()
+        collected: list[str] = []
+
+        async def consume() -> None:
+            async for event in stream:
+                collected.append(event.name)
+
+        consumer = asyncio.ensure_future(consume())
+        await asyncio.sleep(0)
+        await m.call("alpha", "onWork")
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(consumer, 5)
+    assert "sync:plugin:loaded" in seen and "async:plugin:loaded" in seen
+    assert "plugin:loaded" in collected and collected[-1] == "manager:stopped"
+
+
+async def test_no_orphans_after_cancellation(plugins: Path) -> None:
+    before = children()
+
+    async def host() -> None:
+        async with manager(plugins, worker_pool={"min_workers": 2}) as m:
+            await m.load_many(["alpha", "beta"])
+            await m.call("alpha", "onWork", 1, delay=30)
+
+    task = asyncio.ensure_future(host())
+    await asyncio.sleep(1.0)
+    assert len(children() - before) >= 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert children() <= before
+
+
+async def test_stop_with_a_worker_ignoring_sigterm(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    folder = root / "stubborn"
+    folder.mkdir(parents=True)
+    (folder / "autoweave.plugin.json").write_text(
+        json.dumps(
+            {
+                "name": "stubborn",
+                "version": "1.0.0",
+                "entry": "main.py",
+                "hooks": {"onBlock": "block"},
+            }
+        )
+    )
+    (folder / "main.py").write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef block():\n    time.sleep(60)\n"
+    )
+    before = children()
+    m = manager(root, worker_pool={"unload_timeout": 0.5, "extra_imports": ["signal"]})
+    async with m:
+        call = asyncio.ensure_future(m.call("stubborn", "onBlock", timeout=120))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+    assert time.monotonic() - started < 5
+    assert children() <= before
+    with pytest.raises(PluginCrashed):
+        await call
+
+
+def test_bad_config_names_the_key(plugins: Path) -> None:
+    with pytest.raises(ConfigError, match=r"worker_pool\.min_worker"):
+        PluginManager(plugins, worker_pool={"min_worker": 1})
+    with pytest.raises(ConfigError, match=r"loader\.max_concurrent_loads"):
+        PluginManager(plugins, loader={"max_concurrent_loads": 0})
+    with pytest.raises(ConfigError, match=r"worker_pool\.min_workers"):
+        PluginManager(plugins, worker_pool={"min_workers": 5, "max_workers": 2})
