@@ -24,6 +24,7 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger(__name__)
 
 # Exit reasons as DESIGN §7 names them; anything unexpected is a crash.
+REPLENISH_DELAY = 0.05
 REASONS = frozenset({"idle", "crashed", "unhealthy", "memory", "timeout", "shutdown", "reload"})
 
 
@@ -87,15 +88,22 @@ class WorkerPool:
         self.terminated[reason] += 1
         self._on_terminated(worker, reason)
         self._slot_freed.set()
-        self.replenish()
+        self.replenish(REPLENISH_DELAY)
 
-    def replenish(self) -> None:
-        """Top spares up to min_workers in the background (never past the cap)."""
+    def replenish(self, delay: float = 0.0) -> None:
+        """Top spares up to min_workers in the background (never past the cap).
+
+        After a spare is taken, the replacement starts ``REPLENISH_DELAY`` later: starting an
+        interpreter costs ~100 ms of CPU, and on a small machine it would otherwise compete
+        with the assignment that just took the spare.
+        """
         if self._closing or (self._replenisher is not None and not self._replenisher.done()):
             return
-        self._replenisher = asyncio.ensure_future(self._replenish())
+        self._replenisher = asyncio.ensure_future(self._replenish(delay))
 
-    async def _replenish(self) -> None:
+    async def _replenish(self, delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         failures = 0
         while not self._closing:
             missing = min(
@@ -130,7 +138,7 @@ class WorkerPool:
             while self.spares:
                 worker = self.spares.popleft()
                 if worker.alive:
-                    self.replenish()
+                    self.replenish(REPLENISH_DELAY)
                     return worker
             if self.size < self.config.max_workers:
                 worker = await self._spawn()

@@ -106,6 +106,7 @@ class WorkerProcess(asyncio.Protocol):
         self.decoder = FrameDecoder(max_frame)
         self.output = output
         self.process: asyncio.subprocess.Process | None = None
+        self._pidfd: int | None = None
         self.transport: asyncio.Transport | None = None
         self.plugin: str | None = None
         self.spec: WorkerSpec | None = None
@@ -147,6 +148,9 @@ class WorkerProcess(asyncio.Protocol):
             )  # fmt: skip
         finally:
             child.close()
+        # Signals go through a pidfd: never to a recycled pid, and never reaping the child
+        # (Popen.send_signal polls first, which steals the exit status from asyncio's watcher).
+        self._pidfd = os.pidfd_open(self.process.pid)
         loop = asyncio.get_running_loop()
         await loop.create_connection(lambda: self, sock=parent)
         self._spawn_task(self._watch_exit())
@@ -182,6 +186,9 @@ class WorkerProcess(asyncio.Protocol):
     async def _watch_exit(self) -> None:
         assert self.process is not None
         self.returncode = await self.process.wait()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         self._finish(self.exit_reason or "crashed")
 
     def _finish(self, reason: str) -> None:
@@ -215,10 +222,13 @@ class WorkerProcess(asyncio.Protocol):
         """SIGKILL the worker now. In-flight calls fail with PluginCrashed naming ``reason``."""
         if self.exit_reason is None:
             self.exit_reason = reason
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        self._signal(signal.SIGKILL)
         self._finish(reason)
+
+    def _signal(self, sig: int) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, sig)
 
     async def stop(self, timeout: float = 2.0, reason: str = "shutdown") -> None:
         """Ask the worker to exit, then SIGTERM, then SIGKILL; returns once it is reaped."""
@@ -229,8 +239,7 @@ class WorkerProcess(asyncio.Protocol):
             self._write([Kind.EXIT, 0])
             for sig in (None, signal.SIGTERM, signal.SIGKILL):
                 if sig is not None and self.process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        self.process.send_signal(sig)
+                    self._signal(sig)
                 try:
                     await asyncio.wait_for(asyncio.shield(self._exited.wait()), timeout / 2)
                     break
@@ -254,9 +263,8 @@ class WorkerProcess(asyncio.Protocol):
         # During a requested stop it is just the worker leaving; let it exit by itself.
         expected = self.exit_reason is not None
         self._finish(self.exit_reason or "crashed")
-        if not expected and self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        if not expected:
+            self._signal(signal.SIGKILL)
 
     def _write(self, frame: list[Any]) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -229,3 +229,12 @@ async def test_workers_die_with_a_killed_host(tmp_path: Path) -> None:
             break
         await asyncio.sleep(0.01)
     assert not any(process_exists(p) for p in pids)
+
+
+async def test_exit_status_of_a_killed_worker_is_kept() -> None:
+    """Killing goes through a pidfd: the host never reaps a worker behind asyncio's back."""
+    worker = await WorkerProcess.spawn()
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    await asyncio.wait_for(worker.wait_closed(), 5)
+    assert worker.returncode == -signal.SIGKILL and worker.exit_reason == "crashed"
