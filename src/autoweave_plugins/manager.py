@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from autoweave_plugins.settings import (
     WatcherConfig,
     WorkerPoolConfig,
 )
+from autoweave_plugins.watcher import PluginWatcher, fingerprint_folder
 
 __all__ = ["BroadcastResult", "PluginManager"]
 
@@ -125,6 +127,8 @@ class PluginManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._running = False
         self._started_at: float | None = None
+        self._reported_problems: set[tuple[str, tuple[Any, ...]]] = set()
+        self.watcher: PluginWatcher | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -159,6 +163,14 @@ class PluginManager:
             self._reclaim_idle,
         )
         await self._preload()
+        if self.config.watcher.enabled:
+            self.watcher = PluginWatcher(
+                str(self.config.plugin_directory),
+                self.config.watcher,
+                self._plugin_folders,
+                self._files_changed,
+            )
+            self._spawn(self.watcher.run())
         self.bus.emit("manager:started", plugins=len(self.records))
 
     async def stop(self) -> None:
@@ -224,7 +236,10 @@ class PluginManager:
             raise ConfigError("plugin_directory", exc.reason) from None
         self.discovery_problems = found.problems
         for problem in found.problems:
-            self.bus.emit("plugin:error", None, folder=problem.folder, error=problem.as_error())
+            if (problem.folder, problem.issues) not in self._reported_problems:
+                # each problem once, not on every rescan
+                self.bus.emit("plugin:error", None, folder=problem.folder, error=problem.as_error())
+        self._reported_problems = {(p.folder, p.issues) for p in found.problems}
         new = []
         for name, plugin in found.plugins.items():
             if name in self.records:
@@ -238,6 +253,7 @@ class PluginManager:
                 pinned,
                 CircuitBreaker(pool.breaker_threshold, pool.breaker_window),
             )
+            record.fingerprint = self._fingerprint(plugin)
             self.records[name] = record
             new.append(name)
             self.bus.emit("plugin:discovered", record.view())
@@ -442,6 +458,16 @@ class PluginManager:
         targets = list(record.workers if workers is None else workers)
         for worker in targets:
             record.drop_worker(worker)
+        await self._retire_workers(record, targets, reason)
+        if workers is None:
+            record.state = state
+            if targets:
+                self.bus.emit("plugin:unloaded", record.view(), reason=reason)
+
+    async def _retire_workers(
+        self, record: PluginRecord, workers: list[WorkerProcess], reason: str
+    ) -> None:
+        """onUnload (bounded by unload_timeout), then stop and reap each worker."""
         timeout = self.config.worker_pool.unload_timeout
 
         async def retire(worker: WorkerProcess) -> None:
@@ -452,31 +478,53 @@ class PluginManager:
                     log.warning("onUnload of %s failed: %s", record.name, exc)
             await self.pool.retire(worker, reason, timeout)
 
-        await asyncio.gather(*(retire(w) for w in targets), return_exceptions=True)
-        if workers is None:
-            record.state = state
-            if targets:
-                self.bus.emit("plugin:unloaded", record.view(), reason=reason)
+        await asyncio.gather(*(retire(w) for w in workers), return_exceptions=True)
 
     async def reload(self, name: str) -> None:
         """Load the plugin's current files in a new worker; swap only if it starts (blue/green).
 
-        Closes an open circuit breaker. If the new version fails, the old one keeps serving.
+        Closes an open circuit breaker. If the new version fails, the old one keeps serving
+        and the error is raised (and emitted as ``plugin:error``).
         """
         record = self._record(name)
-        self.cache.invalidate(Path(record.plugin.manifest_path))
+        async with record.lock:
+            found = self._check_folder(record)
+            if found is None:
+                raise LoadError("its folder no longer holds a manifest", name)
+            await self._swap(record, found)
+        if not record.workers:  # it was not running: an explicit reload loads it now
+            await self._request_load(record)
+
+    def _check_folder(self, record: PluginRecord) -> DiscoveredPlugin | None:
+        """The plugin's folder as it is now: None if gone; raises (and emits) if invalid."""
+        if not os.path.isdir(record.plugin.folder):
+            return None
         found = check_plugin_folder(record.plugin.folder, self.cache)
-        if not isinstance(found, DiscoveredPlugin):
-            error = (
-                found.as_error() if found is not None else LoadError("the manifest is gone", name)
-            )
+        if found is None:
+            return None
+        if isinstance(found, DiscoveryProblem):
+            error = found.as_error()
             record.record_error(error)
             self.bus.emit("plugin:error", record.view(), error=error)
             raise error
-        if found.name != name:
-            raise LoadError(
-                f"the manifest now names {found.name!r}; rename is a remove plus an add", name
+        if found.name != record.name:
+            renamed = LoadError(
+                f"the manifest now names {found.name!r}; a rename is a remove plus an add",
+                record.name,
             )
+            self.bus.emit("plugin:error", record.view(), error=renamed)
+            raise renamed
+        return found
+
+    async def _swap(self, record: PluginRecord, found: DiscoveredPlugin) -> None:
+        """Start ``found`` beside the running version; route calls to it only once it loaded."""
+        if not record.workers:
+            record.plugin = found  # not running: the next call loads the new version
+            record.fingerprint = self._fingerprint(found)
+            record.breaker.reset()
+            record.consecutive_restarts = 0
+            record.state = PluginState.DISCOVERED
+            return
         deadline = time.monotonic() + self.config.loader.load_timeout
         try:
             self.config.policy.enforce(found.manifest)
@@ -486,14 +534,66 @@ class PluginManager:
             self.bus.emit("plugin:error", record.view(), error=exc)
             raise
         old = list(record.workers)
+        for previous in old:
+            record.drop_worker(previous)  # new calls go to the new version from here on
         record.plugin = found
+        record.fingerprint = self._fingerprint(found)
         record.breaker.reset()
         record.consecutive_restarts = 0
         self._attach(record, worker)
         record.loaded_at = time.time()
         record.state = PluginState.IDLE
         self.bus.emit("plugin:reloaded", record.view(), pid=worker.pid)
-        await self._unload(record, "reload", record.state, workers=old)
+        self._spawn(self._drain_and_retire(record, old))
+
+    async def _drain_and_retire(self, record: PluginRecord, workers: list[WorkerProcess]) -> None:
+        """Let calls in flight on the old version finish, then onUnload and stop it."""
+        timeout = self.config.worker_pool.call_timeout
+        await asyncio.gather(*(w.drain(timeout) for w in workers))
+        await self._retire_workers(record, workers, "reload")
+
+    def _fingerprint(self, plugin: DiscoveredPlugin) -> bytes:
+        watcher = self.config.watcher
+        return fingerprint_folder(
+            plugin.folder,
+            self.cache.check(plugin.manifest_path).content_hash,
+            manifest_only=watcher.manifest_only,
+            max_depth=watcher.max_depth,
+            ignore=watcher.ignore_patterns,
+        )
+
+    def _plugin_folders(self) -> list[str]:
+        return [r.plugin.folder for r in self.records.values()]
+
+    async def _files_changed(self, folders: set[str], structure: bool) -> None:
+        """Watcher callback: refresh plugins whose files changed; on structure changes, all."""
+        if structure:
+            self.rescan()
+            folders = folders | set(self._plugin_folders())
+        by_folder = {r.plugin.folder: r for r in self.records.values()}
+        limit = asyncio.Semaphore(self.config.loader.max_concurrent_loads)
+
+        async def refresh(record: PluginRecord) -> None:
+            async with limit, record.lock:
+                try:
+                    found = self._check_folder(record)
+                except AutoweaveError:
+                    return  # reported; the running version keeps serving
+                if found is None:
+                    await self._remove(record)
+                elif self._fingerprint(found) != record.fingerprint:
+                    with contextlib.suppress(AutoweaveError):  # reported by _swap
+                        await self._swap(record, found)
+
+        await asyncio.gather(*(refresh(by_folder[f]) for f in folders if f in by_folder))
+        if structure:
+            self.rescan()  # a name freed by a removal may now belong to another folder
+
+    async def _remove(self, record: PluginRecord) -> None:
+        """The plugin's folder is gone: unload it and forget it."""
+        await self._unload(record, "idle", PluginState.DORMANT)
+        self.records.pop(record.name, None)
+        self.bus.emit("plugin:unloaded", record.view(), reason="removed")
 
     # --- recovery ------------------------------------------------------------------------
 

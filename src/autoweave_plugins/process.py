@@ -175,6 +175,17 @@ class WorkerProcess(asyncio.Protocol):
         return self.process.pid if self.process is not None else None
 
     @property
+    def in_flight(self) -> int:
+        """Calls (and pings) sent and not yet answered."""
+        return len(self._pending)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until the calls in flight now have been answered."""
+        futures = [pending.future for pending in self._pending.values()]
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+
+    @property
     def alive(self) -> bool:
         return self.returncode is None and self.exit_reason is None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections import deque
@@ -56,6 +57,8 @@ class PluginRecord:
     errors: deque[RecordedError] = field(default_factory=lambda: deque(maxlen=20))
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     scaling: bool = False
+    fingerprint: bytes = b""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,188 @@
+"""Hot reload: watch the plugin directory and hand changed plugins to the manager.
+
+Built on ``watchfiles.awatch`` with ``recursive=False`` over an explicit set of directories:
+the root, the folders between it and the plugins (to see new plugins), and each plugin folder
+(with its subfolders to ``max_depth`` unless ``manifest_only``). Ignored folders are never
+watched, so they cost no inotify watch. When the folder structure changes, the watch is
+rebuilt. Our ``debounce`` is the quiet period (watchfiles' ``step``): a burst of saves is
+handled once, after it settles.
+
+What counts as a change is decided by content, not by events: the manager compares each
+plugin's fingerprint (a hash of its manifest, or of all its files), so a touch or an
+identical re-save does nothing. A periodic rescan, also run after a watcher error, catches
+events the kernel dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+
+import watchfiles
+
+from autoweave_plugins.manifest.model import MANIFEST_FILENAME
+from autoweave_plugins.settings import WatcherConfig
+
+__all__ = ["PluginWatcher", "fingerprint_folder"]
+
+log = logging.getLogger(__name__)
+
+MAX_GROUPING_MS = 2000
+RESCAN_INTERVAL = 30.0
+
+
+def _ignored(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _subfolders(folder: str, depth: int, ignore: tuple[str, ...]) -> list[str]:
+    found: list[str] = []
+    if depth <= 0:
+        return found
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and not _ignored(entry.name, ignore):
+                    found.append(entry.path)
+                    found += _subfolders(entry.path, depth - 1, ignore)
+    except OSError:
+        pass
+    return found
+
+
+def fingerprint_folder(
+    folder: str,
+    manifest_hash: bytes,
+    *,
+    manifest_only: bool,
+    max_depth: int,
+    ignore: tuple[str, ...],
+) -> bytes:
+    """What a plugin's version is made of: its manifest, plus every file unless manifest_only."""
+    if manifest_only:
+        return manifest_hash
+    digest = hashlib.blake2b(manifest_hash, digest_size=16)
+    for directory in [folder, *_subfolders(folder, max_depth, ignore)]:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            if (
+                _ignored(name, ignore)
+                or name == MANIFEST_FILENAME
+                or not os.path.isfile(path)
+                or name.endswith(".pyc")
+            ):
+                continue
+            digest.update(os.path.relpath(path, folder).encode() + b"\0")
+            try:
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.blake2b(handle.read(), digest_size=16).digest())
+            except OSError:
+                digest.update(b"unreadable")
+    return digest.digest()
+
+
+class PluginWatcher:
+    """Runs until cancelled. ``on_changes(folders, structure_changed)`` does the work."""
+
+    def __init__(
+        self,
+        root: str,
+        config: WatcherConfig,
+        plugin_folders: Callable[[], list[str]],
+        on_changes: Callable[[set[str], bool], Awaitable[None]],
+        rescan_interval: float = RESCAN_INTERVAL,
+    ) -> None:
+        self.root = os.path.realpath(root)
+        self.config = config
+        self._plugin_folders = plugin_folders
+        self._on_changes = on_changes
+        self.rescan_interval = rescan_interval
+        self.batches = 0
+        self.errors = 0
+
+    def watched_paths(self) -> list[str]:
+        config = self.config
+        paths = {self.root}
+        plugins = {os.path.realpath(f) for f in self._plugin_folders()}
+        # Folders between the root and the plugins, where new plugins can appear.
+        paths.update(
+            p
+            for p in _subfolders(self.root, config.max_depth - 1, config.ignore_patterns)
+            if p not in plugins
+        )
+        for folder in plugins:
+            paths.add(folder)
+            if not config.manifest_only:
+                paths.update(_subfolders(folder, config.max_depth, config.ignore_patterns))
+        return sorted(p for p in paths if os.path.isdir(p))
+
+    def _filter(self, change: watchfiles.Change, path: str) -> bool:
+        name = os.path.basename(path)
+        if _ignored(name, self.config.ignore_patterns) or name.endswith((".pyc", ".swp", "~")):
+            return False
+        if not self.config.manifest_only:
+            return True
+        # Manifests, plus anything appearing or vanishing at folder level (a new plugin).
+        return name == MANIFEST_FILENAME or change != watchfiles.Change.modified
+
+    def _owner(self, path: str, folders: list[str]) -> str | None:
+        best = None
+        for folder in folders:
+            if (path == folder or path.startswith(folder + os.sep)) and (
+                best is None or len(folder) > len(best)
+            ):
+                best = folder
+        return best
+
+    async def run(self) -> None:
+        while True:
+            paths = self.watched_paths()
+            folders = sorted({os.path.realpath(f) for f in self._plugin_folders()})
+            stop = asyncio.Event()
+            try:
+                async for changes in watchfiles.awatch(
+                    *paths,
+                    watch_filter=self._filter,
+                    debounce=MAX_GROUPING_MS,
+                    step=max(1, int(self.config.debounce * 1000)),
+                    recursive=False,
+                    stop_event=stop,
+                    rust_timeout=int(self.rescan_interval * 1000),
+                    yield_on_timeout=True,
+                    ignore_permission_denied=True,
+                ):
+                    self.batches += 1
+                    touched: set[str] = set()
+                    structure = not changes  # a timeout: the periodic rescan
+                    for change, path in changes:
+                        owner = self._owner(path, folders)
+                        if owner is None or (
+                            path == owner and change != watchfiles.Change.modified
+                        ):
+                            structure = True
+                        if owner is not None:
+                            touched.add(owner)
+                        if change == watchfiles.Change.added and os.path.isdir(path):
+                            structure = True
+                    await self._on_changes(touched, structure)
+                    if structure and self.watched_paths() != paths:
+                        break  # rebuild the watch over the new set of folders
+            except asyncio.CancelledError:
+                stop.set()
+                raise
+            except Exception as exc:  # the watcher must never take the manager down
+                self.errors += 1
+                log.error("file watcher failed (%s); rescanning and restarting it", exc)
+                try:
+                    await self._on_changes(set(), True)
+                except Exception:
+                    log.exception("rescan after a watcher error failed")
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.errors, 6)))
