@@ -13,6 +13,7 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     ├── SandboxUnavailable          strict mode, and this machine lacks a required sandbox layer
     ├── UnknownPlugin               no plugin of that name was discovered
     ├── UnknownEvent                ``on``/``off`` with an event name that does not exist
+    ├── InvalidUSBEvent             a USB event (from udev or the control socket) is malformed
     ├── FetchError                  a brokered HTTP request failed (after its URL was allowed)
     └── WorkerError                 something went wrong with a plugin's worker process
         ├── ProtocolError           the worker sent a malformed, oversized or unexpected frame
@@ -46,6 +47,7 @@ __all__ = [
     "HookTimeout",
     "InvalidPath",
     "InvalidURL",
+    "InvalidUSBEvent",
     "LoadError",
     "LoadTimeout",
     "ManifestError",
@@ -238,3 +240,11 @@ class UnknownPlugin(AutoweaveError, KeyError):
 
 class UnknownEvent(AutoweaveError, ValueError):
     """An event name that the manager never emits."""
+
+
+class InvalidUSBEvent(AutoweaveError, ValueError):
+    """A USB event has a malformed field; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"USB event {field}: {message}")
+        self.field = field

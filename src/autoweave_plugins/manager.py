@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import psutil
 
+from autoweave_plugins.broker.inbound import bind_inbound, close_all
 from autoweave_plugins.config import from_mapping
 from autoweave_plugins.discovery import (
     DiscoveredPlugin,
@@ -196,6 +198,8 @@ class PluginManager:
             return_exceptions=True,
         )
         await self.pool.close(timeout=self.config.worker_pool.unload_timeout)
+        for record in self.records.values():
+            close_all(record.inbound)
         if self.http is not None:
             await self.http.aclose()
         self.bus.emit("manager:stopped")
@@ -290,7 +294,7 @@ class PluginManager:
         record.state = PluginState.LOADING
         try:
             self.config.policy.enforce(record.plugin.manifest)
-            worker = await self._start_worker(record.plugin, deadline)
+            worker = await self._start_worker(record.plugin, deadline, record)
         except AutoweaveError as exc:
             record.record_error(exc)
             record.state = PluginState.FAILED if not record.workers else PluginState.ACTIVE
@@ -301,7 +305,40 @@ class PluginManager:
         record.state = PluginState.IDLE
         self.bus.emit("plugin:loaded", record.view(), pid=worker.pid)
 
-    async def _start_worker(self, plugin: DiscoveredPlugin, deadline: float) -> WorkerProcess:
+    def _listeners(self, record: PluginRecord, plugin: DiscoveredPlugin) -> list[socket.socket]:
+        """The plugin's inbound listening sockets: bound once, reused by restarts and reloads."""
+        spec = plugin.manifest.permissions.inbound
+        if spec is None:
+            return []
+        if record.inbound_spec == spec and record.inbound:
+            return record.inbound
+        return bind_inbound(plugin.name, spec)  # a new port (first load, or changed by reload)
+
+    def _adopt_listeners(
+        self, record: PluginRecord, plugin: DiscoveredPlugin, sockets: list[socket.socket]
+    ) -> None:
+        if sockets is not record.inbound:
+            close_all(record.inbound)  # the worker that used them holds its own copies
+            record.inbound = sockets
+            record.inbound_spec = plugin.manifest.permissions.inbound
+
+    async def _start_worker(
+        self, plugin: DiscoveredPlugin, deadline: float, record: PluginRecord
+    ) -> WorkerProcess:
+        """A worker running ``plugin``, with its inbound sockets handed over."""
+        listeners = self._listeners(record, plugin)
+        try:
+            worker = await self._assign_worker(plugin, deadline, listeners)
+        except BaseException:
+            if listeners is not record.inbound:
+                close_all(listeners)
+            raise
+        self._adopt_listeners(record, plugin, listeners)
+        return worker
+
+    async def _assign_worker(
+        self, plugin: DiscoveredPlugin, deadline: float, listeners: list[socket.socket]
+    ) -> WorkerProcess:
         worker = await self.pool.acquire(deadline)
         spec = build_spec(
             plugin,
@@ -311,7 +348,10 @@ class PluginManager:
         )
         try:
             await worker.assign(
-                spec, timeout=max(0.001, deadline - time.monotonic()), http=self.http
+                spec,
+                timeout=max(0.001, deadline - time.monotonic()),
+                http=self.http,
+                inbound=listeners,
             )
         except BaseException:
             if worker.alive:
@@ -385,7 +425,7 @@ class PluginManager:
         async def scale() -> None:
             try:
                 deadline = time.monotonic() + self.config.loader.load_timeout
-                worker = await self._start_worker(record.plugin, deadline)
+                worker = await self._start_worker(record.plugin, deadline, record)
                 self._attach(record, worker)
             except AutoweaveError as exc:
                 log.warning("scale-out of %s failed: %s", record.name, exc)
@@ -528,7 +568,7 @@ class PluginManager:
         deadline = time.monotonic() + self.config.loader.load_timeout
         try:
             self.config.policy.enforce(found.manifest)
-            worker = await self._start_worker(found, deadline)
+            worker = await self._start_worker(found, deadline, record)
         except AutoweaveError as exc:
             record.record_error(exc)
             self.bus.emit("plugin:error", record.view(), error=exc)
@@ -593,6 +633,7 @@ class PluginManager:
         """The plugin's folder is gone: unload it and forget it."""
         await self._unload(record, "idle", PluginState.DORMANT)
         self.records.pop(record.name, None)
+        close_all(record.inbound)
         self.bus.emit("plugin:unloaded", record.view(), reason="removed")
 
     # --- recovery ------------------------------------------------------------------------

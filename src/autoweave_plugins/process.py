@@ -9,6 +9,7 @@ that overruns is cancelled in the worker; if the worker does not answer the canc
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
@@ -107,6 +108,7 @@ class WorkerProcess(asyncio.Protocol):
         self.output = output
         self.process: asyncio.subprocess.Process | None = None
         self._pidfd: int | None = None
+        self._socket: socket.socket | None = None
         self.transport: asyncio.Transport | None = None
         self.plugin: str | None = None
         self.spec: WorkerSpec | None = None
@@ -152,6 +154,7 @@ class WorkerProcess(asyncio.Protocol):
         # (Popen.send_signal polls first, which steals the exit status from asyncio's watcher).
         self._pidfd = os.pidfd_open(self.process.pid)
         loop = asyncio.get_running_loop()
+        self._socket = parent  # kept to pass file descriptors with sendmsg
         await loop.create_connection(lambda: self, sock=parent)
         self._spawn_task(self._watch_exit())
         assert self.process.stdout is not None and self.process.stderr is not None
@@ -385,7 +388,27 @@ class WorkerProcess(asyncio.Protocol):
 
     # --- requests ------------------------------------------------------------------------
 
-    async def _request(self, frame: list[Any], hook: str, timeout: float | None) -> Any:
+    async def _send_with_fds(self, payload: bytes, fds: list[int]) -> None:
+        """Write one frame with file descriptors attached (SCM_RIGHTS), beside the transport.
+
+        Safe only while the transport has nothing queued, or bytes would be reordered; at
+        assignment the channel is idle but for a possible health-check ping.
+        """
+        assert self._socket is not None and self.transport is not None
+        for _ in range(100):
+            if self.transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise WorkerError("the channel stayed busy; cannot hand over sockets", self.plugin)
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sent = self._socket.sendmsg([payload], rights)
+        if sent < len(payload):  # the rest carries no descriptors: the transport may send it
+            self.transport.write(payload[sent:])
+
+    async def _request(
+        self, frame: list[Any], hook: str, timeout: float | None, fds: list[int] | None = None
+    ) -> Any:
         if not self.alive:
             raise PluginCrashed(f"worker is not running ({self.exit_reason})", self.plugin)
         ident = frame[1]
@@ -398,7 +421,10 @@ class WorkerProcess(asyncio.Protocol):
             ) from None
         self._pending[ident] = _Pending(future, hook)
         assert self.transport is not None
-        self.transport.write(payload)
+        if fds:
+            await self._send_with_fds(payload, fds)
+        else:
+            self.transport.write(payload)
         try:
             if timeout is None:
                 return await future
@@ -419,6 +445,7 @@ class WorkerProcess(asyncio.Protocol):
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         fetch_limits: FetchLimits | None = None,
+        inbound: list[socket.socket] | None = None,
     ) -> dict[str, Any]:
         """Give this blank worker its plugin: sandbox, import, onLoad. Raises LoadError.
 
@@ -435,7 +462,10 @@ class WorkerProcess(asyncio.Protocol):
         ident = self._next_id()
         try:
             info: dict[str, Any] = await self._request(
-                [Kind.ASSIGN, ident, spec.to_wire()], "<assign>", timeout
+                [Kind.ASSIGN, ident, spec.to_wire()],
+                "<assign>",
+                timeout,
+                fds=[s.fileno() for s in inbound or ()],
             )
         except TimeoutError:
             self.kill("timeout")

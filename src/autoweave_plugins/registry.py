@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.events import PluginView
+from autoweave_plugins.permissions.inbound import InboundSpec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import CircuitBreaker
 from autoweave_plugins.settings import Priority
@@ -58,6 +60,8 @@ class PluginRecord:
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     scaling: bool = False
     fingerprint: bytes = b""
+    inbound: list[socket.socket] = field(default_factory=list)
+    inbound_spec: InboundSpec | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property

@@ -18,11 +18,13 @@ pins the address, and re-checks every redirect.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import os
 import re
+import socket
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,10 +32,13 @@ from typing import Any, Protocol, overload
 
 from autoweave_plugins.errors import FetchError, InvalidPath, PermissionDenied
 from autoweave_plugins.permissions.paths import Access, PathPolicy
+from autoweave_plugins.worker.http import Handler, HTTPResponse, Request, start_servers
 
 __all__ = [
     "FetchError",
+    "HTTPResponse",
     "PermissionDenied",
+    "Request",
     "Response",
     "config",
     "fetch",
@@ -42,6 +47,7 @@ __all__ = [
     "manifest",
     "metric",
     "read_file",
+    "serve",
     "write_file",
 ]
 
@@ -62,6 +68,8 @@ config: Mapping[str, Any] = MappingProxyType({})
 
 class _Runtime(Protocol):
     paths: PathPolicy
+    listeners: list[socket.socket]
+    servers: list[asyncio.Server]
 
     def request(self, op: str, payload: dict[str, Any]) -> Awaitable[Any]: ...
     def send_metric(self, name: str, value: float, labels: dict[str, str]) -> None: ...
@@ -156,6 +164,21 @@ class Response:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+async def serve(handler: Handler) -> None:
+    """Serve HTTP on the manifest's ``network.inbound`` port with ``handler(request)``.
+
+    The host has already bound the port; the plugin cannot bind or connect itself. The
+    handler returns a str, bytes, a JSON-able value, ``(status, body)`` or ``HTTPResponse``.
+    Returns once listening; the server runs until the plugin is unloaded.
+    """
+    runtime = _bound()
+    if not runtime.listeners:
+        raise PermissionDenied("network.inbound", "the manifest declares no inbound port")
+    if runtime.servers:
+        raise RuntimeError("serve() was already called")
+    runtime.servers.extend(await start_servers(runtime.listeners, handler))
 
 
 async def fetch(

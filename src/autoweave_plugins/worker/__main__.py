@@ -24,10 +24,11 @@ EXIT_PROTOCOL = 4
 
 
 def _wait_for_assignment(
-    sock: socket.socket, decoder: FrameDecoder
+    sock: socket.socket, decoder: FrameDecoder, fds: list[int]
 ) -> tuple[int, WorkerSpec] | None:
     while True:
-        data = sock.recv(1 << 16)
+        data, received, _flags, _address = socket.recv_fds(sock, 1 << 16, 16)
+        fds.extend(received)  # listening sockets for network.inbound, sent with ASSIGN
         if not data:
             return None
         for frame in decoder.feed(data):
@@ -52,10 +53,11 @@ def main() -> int:
     sock = socket.socket(fileno=int(sys.argv[1]))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     decoder = FrameDecoder()
+    inbound: list[int] = []
     prepared = prepare()
     sock.sendall(encode([Kind.READY, 0, {"pid": os.getpid()}]))
     try:
-        assigned = _wait_for_assignment(sock, decoder)
+        assigned = _wait_for_assignment(sock, decoder, inbound)
     except ProtocolError:
         return EXIT_PROTOCOL
     if assigned is None:
@@ -67,7 +69,8 @@ def main() -> int:
         error = {"type": "SandboxUnavailable", "message": str(exc), "traceback": ""}
         sock.sendall(encode([Kind.ERROR, ident, error]))
         return EXIT_SANDBOX
-    asyncio.run(runtime.serve(sock, spec, decoder, ident, report))
+    listeners = [socket.socket(fileno=fd) for fd in inbound]
+    asyncio.run(runtime.serve(sock, spec, decoder, ident, report, listeners))
     return 0
 
 

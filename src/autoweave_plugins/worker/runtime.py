@@ -26,11 +26,13 @@ from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
 from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
 from autoweave_plugins.rpc import FrameDecoder, Kind, encode
 from autoweave_plugins.sandbox.imports import ImportGuard
+from autoweave_plugins.worker.http import stop_servers
 from autoweave_plugins.worker.spec import WorkerSpec
 
 __all__ = ["PluginRuntime", "format_error"]
 
 MAX_TRACEBACK = 16 * 1024
+EXIT_GRACE = 0.8  # for inbound requests in progress; the host sends SIGTERM after 1 s
 _REMOTE_ERRORS: dict[str, Callable[[str], Exception]] = {
     "PermissionDenied": lambda message: PermissionDenied("network.outbound", message),
     "InvalidURL": lambda message: InvalidURL("", message),
@@ -69,6 +71,9 @@ class PluginRuntime(asyncio.Protocol):
         self.metric_stamp = time.monotonic()
         self.metrics_dropped = 0
         self.calls = 0
+        self.listeners: list[socket.socket] = []
+        self.servers: list[asyncio.Server] = []
+        self._exit_task: asyncio.Task[None] | None = None
 
     # --- transport -----------------------------------------------------------------------
 
@@ -98,8 +103,12 @@ class PluginRuntime(asyncio.Protocol):
                 if task is not None:
                     task.cancel()
             elif kind == Kind.EXIT:
-                assert self.transport is not None
-                self.transport.close()
+                self._exit_task = asyncio.ensure_future(self._exit())
+
+    async def _exit(self) -> None:
+        await stop_servers(self.servers, EXIT_GRACE)
+        assert self.transport is not None
+        self.transport.close()
 
     # --- hooks ---------------------------------------------------------------------------
 
@@ -254,10 +263,12 @@ async def serve(
     decoder: FrameDecoder,
     assign_id: int,
     sandbox: dict[str, Any],
+    listeners: list[socket.socket],
 ) -> None:
     """Load the plugin, answer the ASSIGN, then serve frames until the host closes the channel."""
     loop = asyncio.get_running_loop()
     runtime = PluginRuntime(spec, decoder)
+    runtime.listeners = listeners
     await loop.create_connection(lambda: runtime, sock=sock)
     started = time.perf_counter()
     try:
