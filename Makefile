@@ -24,8 +24,12 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
+# The main job: the host on the example plugins, with a simulated USB attach. Ctrl-C stops it.
 run: $(STAMP)
 	$(BIN)/autoweave-plugins validate examples/plugins
+	mkdir -p /tmp/plugin-data /tmp/autoweave-usb-log
+	echo '{"endpoint": "https://api.example.com/device"}' > /tmp/plugin-data/config.json
+	$(BIN)/autoweave-plugins run examples/plugins --simulate-usb attach:0x1234:0xabcd --hook-timeout 3
 
 bench: $(STAMP)
 	$(BIN)/python bench/manifest_bench.py

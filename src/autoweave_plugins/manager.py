@@ -45,6 +45,7 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.events import Event, EventBus, Listener
 from autoweave_plugins.manifest.cache import ManifestCache
+from autoweave_plugins.metrics import ManagerMetrics
 from autoweave_plugins.permissions.policy import GrantPolicy
 from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess, build_spec
@@ -126,6 +127,7 @@ class PluginManager:
             backoff_cap=pool_config.restart_backoff_cap,
         )
         self.http: httpx.AsyncClient | None = None
+        self.metrics = ManagerMetrics(self)
         self._background: set[asyncio.Task[Any]] = set()
         self._running = False
         self._started_at: float | None = None
@@ -292,18 +294,20 @@ class PluginManager:
         """Scheduler callback: give a worker this plugin. Raises on failure."""
         record = self.records[name]
         record.state = PluginState.LOADING
+        started = time.monotonic()
         try:
             self.config.policy.enforce(record.plugin.manifest)
             worker = await self._start_worker(record.plugin, deadline, record)
         except AutoweaveError as exc:
-            record.record_error(exc)
             record.state = PluginState.FAILED if not record.workers else PluginState.ACTIVE
-            self.bus.emit("plugin:error", record.view(), error=exc)
+            self._report_error(record, exc)
             raise
         self._attach(record, worker)
         record.loaded_at = time.time()
         record.state = PluginState.IDLE
-        self.bus.emit("plugin:loaded", record.view(), pid=worker.pid)
+        seconds = time.monotonic() - started
+        self.metrics.load_seconds.labels(name).observe(seconds)
+        self.bus.emit("plugin:loaded", record.view(), pid=worker.pid, seconds=round(seconds, 6))
 
     def _listeners(self, record: PluginRecord, plugin: DiscoveredPlugin) -> list[socket.socket]:
         """The plugin's inbound listening sockets: bound once, reused by restarts and reloads."""
@@ -399,12 +403,12 @@ class PluginManager:
                 **kwargs,
             )
         except AutoweaveError as exc:
-            record.record_error(exc)
-            self.bus.emit("plugin:error", record.view(), error=exc, hook=hook)
+            self._report_error(record, exc, hook=hook)
             raise
         finally:
             now = time.monotonic()
             record.latency.add(now - started)
+            self.metrics.observe_call(record.name, hook, now - started)
             record.calls_in_flight -= 1
             record.last_used = now
             if worker in record.busy:
@@ -412,6 +416,12 @@ class PluginManager:
                 record.worker_used[worker] = now
             if record.calls_in_flight == 0 and record.state is PluginState.ACTIVE:
                 record.state = PluginState.IDLE
+
+    def _report_error(self, record: PluginRecord, error: AutoweaveError, **data: Any) -> None:
+        """Keep the error in the plugin's recent errors, count it, and emit plugin:error."""
+        record.record_error(error)
+        self.metrics.errors.labels(record.name, type(error).__name__).inc()
+        self.bus.emit("plugin:error", record.view(), error=error, **data)
 
     def _maybe_scale_out(self, record: PluginRecord) -> None:
         limit = record.plugin.manifest.permissions.max_workers
@@ -544,15 +554,14 @@ class PluginManager:
             return None
         if isinstance(found, DiscoveryProblem):
             error = found.as_error()
-            record.record_error(error)
-            self.bus.emit("plugin:error", record.view(), error=error)
+            self._report_error(record, error)
             raise error
         if found.name != record.name:
             renamed = LoadError(
                 f"the manifest now names {found.name!r}; a rename is a remove plus an add",
                 record.name,
             )
-            self.bus.emit("plugin:error", record.view(), error=renamed)
+            self._report_error(record, renamed)
             raise renamed
         return found
 
@@ -570,8 +579,7 @@ class PluginManager:
             self.config.policy.enforce(found.manifest)
             worker = await self._start_worker(found, deadline, record)
         except AutoweaveError as exc:
-            record.record_error(exc)
-            self.bus.emit("plugin:error", record.view(), error=exc)
+            self._report_error(record, exc)
             raise
         old = list(record.workers)
         for previous in old:
@@ -661,8 +669,7 @@ class PluginManager:
         error = PluginCrashed(
             f"worker {worker.pid} exited ({reason}, code {worker.returncode})", record.name
         )
-        record.record_error(error)
-        self.bus.emit("plugin:error", record.view(), error=error, reason=reason)
+        self._report_error(record, error, reason=reason)
         if record.breaker.record_crash(now):
             for other in list(record.workers):
                 other.kill("crashed")
@@ -753,6 +760,10 @@ class PluginManager:
     def events(self) -> AsyncIterator[Event]:
         """``async for event in manager.events()``: every event from now until the manager stops."""
         return self.bus.stream()
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of this manager's metrics."""
+        return self.metrics.text()
 
     def get_manager_stats(self) -> dict[str, Any]:
         states = dict.fromkeys((s.value for s in PluginState), 0)

@@ -14,11 +14,15 @@ async def handleUSBDevice(device):
     if device["vendor_id"] != "0x1234":
         return {"handled": False}
     config = json.loads(await autoweave.read_file("/tmp/plugin-data/config.json"))
-    response = await autoweave.fetch(
-        config.get("endpoint", "https://api.example.com/device"),
-        method="POST",
-        body=json.dumps(device),
-    )
+    try:
+        response = await autoweave.fetch(
+            config.get("endpoint", "https://api.example.com/device"),
+            method="POST",
+            body=json.dumps(device),
+        )
+    except autoweave.FetchError as exc:  # allowed, but the network may not reach it
+        autoweave.log.warning("could not post the device: %s", exc)
+        return {"handled": True, "status": None}
     return {"handled": True, "status": response.status}
 
 

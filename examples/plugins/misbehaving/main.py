@@ -1,0 +1,18 @@
+"""Everything here is refused by the sandbox; the host logs it and keeps serving."""
+
+import autoweave
+
+
+def attack(device):
+    try:
+        with open("/etc/shadow") as secrets:
+            autoweave.log.error("read /etc/shadow: %s", secrets.read(20))
+    except OSError as exc:
+        autoweave.log.warning("reading /etc/shadow refused by the kernel: %s", exc)
+    try:
+        import socket  # noqa: F401
+    except ImportError as exc:
+        autoweave.log.warning("import refused: %s", exc)
+    autoweave.log.warning("now spinning forever; the host will kill this worker at the hook timeout")
+    while True:
+        pass

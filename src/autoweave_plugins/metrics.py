@@ -1,0 +1,207 @@
+"""Prometheus metrics for a manager, in a private ``CollectorRegistry`` (never the global one).
+
+Durations are histograms observed as they happen (plugin loads, hook calls). Everything else
+is read from the manager at scrape time by a collector, so no number is kept twice and none
+can drift: plugin states, workers, restarts, errors, the manifest cache, and the plugins' own
+metrics, capped at ``MAX_PLUGIN_SERIES`` exported series.
+
+``serve_metrics`` exposes ``/metrics`` from the manager's own event loop: prometheus-client's
+threaded server would read the manager's state from another thread while it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from autoweave_plugins.manager import PluginManager
+
+__all__ = ["ManagerMetrics", "serve_metrics"]
+
+log = logging.getLogger(__name__)
+
+MAX_PLUGIN_SERIES = 10_000
+CALL_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _StateCollector(Collector):
+    def __init__(self, manager: PluginManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        manager = self.manager
+        stats = manager.get_manager_stats()
+        plugins = GaugeMetricFamily("autoweave_plugins", "Plugins by state", labels=["state"])
+        for state, count in stats["plugins"].items():
+            plugins.add_metric([state], count)
+        yield plugins
+        workers = GaugeMetricFamily("autoweave_workers", "Worker processes", labels=["kind"])
+        for kind in ("live", "spare", "assigned", "busy"):
+            workers.add_metric([kind], stats["workers"][kind])
+        yield workers
+        created = CounterMetricFamily("autoweave_workers_created", "Worker processes started")
+        created.add_metric([], stats["workers"]["created"])
+        yield created
+        terminated = CounterMetricFamily(
+            "autoweave_workers_terminated", "Worker processes ended", labels=["reason"]
+        )
+        for reason, count in stats["workers"]["terminated"].items():
+            terminated.add_metric([reason], count)
+        yield terminated
+        loads = CounterMetricFamily(
+            "autoweave_plugin_loads", "Plugin loads by outcome", labels=["outcome"]
+        )
+        loads.add_metric(["ok"], stats["loader"]["loads_ok"])
+        loads.add_metric(["failed"], stats["loader"]["loads_failed"])
+        yield loads
+        restarts = CounterMetricFamily(
+            "autoweave_plugin_restarts", "Restarts after a crash", labels=["plugin"]
+        )
+        calls = CounterMetricFamily("autoweave_plugin_calls", "Hook calls", labels=["plugin"])
+        rss = GaugeMetricFamily(
+            "autoweave_worker_rss_bytes", "RSS at the last health check", labels=["plugin", "pid"]
+        )
+        for name, record in manager.records.items():
+            restarts.add_metric([name], record.restarts)
+            calls.add_metric([name], record.access_count)
+            for worker in record.workers:
+                if worker.stats.last_pong:
+                    rss.add_metric(
+                        [name, str(worker.pid)], float(worker.stats.last_pong.get("rss", 0))
+                    )
+        yield restarts
+        yield calls
+        yield rss
+        cache = stats["cache"]
+        for key in ("hits", "misses", "evictions"):
+            family = CounterMetricFamily(f"autoweave_manifest_cache_{key}", f"Manifest cache {key}")
+            family.add_metric([], cache[key])
+            yield family
+        size = GaugeMetricFamily("autoweave_manifest_cache_size", "Manifests in the cache")
+        size.add_metric([], cache["size"])
+        yield size
+        yield from self._plugin_metrics()
+
+    def _plugin_metrics(self) -> Iterator[Metric]:
+        last = Metric("autoweave_plugin_metric", "Last value of a plugin's own metric", "gauge")
+        total = Metric(
+            "autoweave_plugin_metric_sum", "Sum of a plugin's own metric samples", "counter"
+        )
+        dropped = CounterMetricFamily(
+            "autoweave_plugin_metric_dropped",
+            "Plugin metric samples dropped",
+            labels=["plugin", "reason"],
+        )
+        exported = 0
+        for name, record in self.manager.records.items():
+            for worker in record.workers:
+                snapshot = worker.metrics.snapshot()
+                for reason in ("dropped_rate", "dropped_series", "rejected"):
+                    dropped.add_metric([name, reason.removeprefix("dropped_")], snapshot[reason])
+                for series in snapshot["series"]:
+                    if exported >= MAX_PLUGIN_SERIES:
+                        break
+                    labels = {f"label_{k}": v for k, v in series["labels"].items()}
+                    labels.update(plugin=name, pid=str(worker.pid), metric=series["name"])
+                    last.add_sample("autoweave_plugin_metric", labels, series["last"])
+                    total.add_sample("autoweave_plugin_metric_sum_total", labels, series["total"])
+                    exported += 1
+        yield last
+        yield total
+        yield dropped
+
+
+class ManagerMetrics:
+    """The metrics of one manager. ``text()`` is the Prometheus exposition."""
+
+    def __init__(self, manager: PluginManager) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.load_seconds = Histogram(
+            "autoweave_plugin_load_seconds",
+            "Time to load a plugin into a worker",
+            ["plugin"],
+            buckets=LOAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.call_seconds = Histogram(
+            "autoweave_hook_call_seconds",
+            "Hook call round trip",
+            ["plugin", "hook"],
+            buckets=CALL_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "autoweave_plugin_errors",
+            "Errors by plugin and type",
+            ["plugin", "type"],
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(manager))
+
+    def observe_call(self, plugin: str, hook: str, seconds: float) -> None:
+        self.call_seconds.labels(plugin, hook).observe(seconds)
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode("utf-8")
+
+
+async def serve_metrics(metrics: ManagerMetrics, host: str, port: int) -> asyncio.Server:
+    """Serve ``GET /metrics`` on host:port from this event loop."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            method, _, rest = head.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            if method == b"GET" and path == b"/metrics":
+                body, status, kind = metrics.text().encode(), "200 OK", CONTENT_TYPE_LATEST
+            else:
+                body, status, kind = b"not found; try /metrics\n", "404 Not Found", "text/plain"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ConnectionError,
+        ):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port, limit=8192)
