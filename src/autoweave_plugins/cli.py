@@ -335,7 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = logging.INFO if args.command == "run" else logging.WARNING
     level = max(logging.DEBUG, base - 10 * args.verbose)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))  # one line per brokered request
+    logging.getLogger("httpx").setLevel(
+        max(level, logging.WARNING)
+    )  # one line per brokered request
     status: int = args.handler(args)
     return status
 

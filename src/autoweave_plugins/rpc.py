@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FRAME: Final = 8 << 20
+DEFAULT_MAX_CONTAINERS: Final = 100_000
+"""Arrays and maps one frame may decode to. Bytes on the wire bound memory only for strings:
+an empty map is one byte of msgpack and ~64 bytes of Python, so 8 MiB of them would cost the
+host ~600 MB. Counting containers as they are built stops that at a few MB."""
 _HEADER = 4
 
 
@@ -62,11 +66,30 @@ def encode(frame: list[Any] | tuple[Any, ...]) -> bytes:
 class FrameDecoder:
     """Incremental decoder: ``feed`` bytes as they arrive, get back whole frames."""
 
-    __slots__ = ("_buffer", "max_frame")
+    __slots__ = ("_buffer", "max_containers", "max_frame")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = DEFAULT_MAX_FRAME, max_containers: int = DEFAULT_MAX_CONTAINERS
+    ) -> None:
         self.max_frame = max_frame
+        self.max_containers = max_containers
         self._buffer = bytearray()
+
+    def _decode(self, body: bytearray) -> Any:
+        budget = self.max_containers
+
+        def count(container: Any) -> Any:
+            nonlocal budget
+            budget -= 1
+            if budget < 0:
+                raise ProtocolError(
+                    f"frame decodes to more than {self.max_containers} arrays and maps"
+                )
+            return container
+
+        return msgpack.unpackb(
+            body, raw=False, strict_map_key=True, list_hook=count, object_hook=count
+        )
 
     def feed(self, data: bytes) -> list[Any]:
         """Decode every complete frame in ``data`` plus what was buffered. Raises ProtocolError."""
@@ -85,9 +108,9 @@ class FrameDecoder:
                 break
             start = offset + _HEADER
             try:
-                frames.append(
-                    msgpack.unpackb(buffer[start : start + size], raw=False, strict_map_key=True)
-                )
+                frames.append(self._decode(buffer[start : start + size]))
+            except ProtocolError:
+                raise
             except Exception as exc:  # msgpack raises several unrelated types for garbage
                 raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
             offset = start + size

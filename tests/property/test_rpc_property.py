@@ -83,3 +83,13 @@ def test_bad_shapes_are_protocol_errors(frame: Any) -> None:
 def test_good_shapes_pass() -> None:
     assert check_worker_frame([Kind.RESULT, 7, {"any": "value"}]) == (Kind.RESULT, 7)
     assert check_worker_frame([Kind.METRIC, 0, "m", 1.0, {}]) == (Kind.METRIC, 0)
+
+
+def test_container_bombs_are_refused_while_decoding() -> None:
+    bomb = encode([Kind.LOG, 0, 20, [{}] * 200_000])
+    decoder = FrameDecoder(max_containers=1000)
+    with pytest.raises(ProtocolError, match="more than 1000 arrays and maps"):
+        decoder.feed(bomb)
+    assert FrameDecoder(max_containers=1000).feed(
+        encode([Kind.RESULT, 1, [[1], [2], {"a": [3]}]])
+    ) == [[Kind.RESULT, 1, [[1], [2], {"a": [3]}]]]

@@ -10,7 +10,13 @@ falls back to ``clone``, which is filtered on CLONE_THREAD so threads keep worki
 ``socket()`` is denied for every family, AF_UNIX included, a deliberate step beyond DESIGN §3:
 on Landlock ABI < 9 connecting to a *pathname* unix socket (``/run/docker.sock``) is not
 restricted, and the worker never needs a new socket: its RPC channel and any inbound listener
-are handed over by the host as file descriptors, and ``socketpair`` is a separate syscall.
+are handed over by the host as file descriptors. For the same reason ``connect``, ``bind``,
+``listen``, ``sendto`` with an address and non-stream ``socketpair`` are denied.
+
+Also denied, for what Landlock (ABI <= 7) and rlimits do not cover: inode metadata changes
+(chmod, chown, utimes, xattrs) anywhere, and memory that RLIMIT_DATA does not count (shared
+anonymous mappings, memfd) and System V / POSIX IPC objects, which outlive the worker and are
+shared with its siblings.
 """
 
 from __future__ import annotations
@@ -21,8 +27,6 @@ import os
 import pyseccomp as sc
 
 __all__ = ["DENIED_SYSCALLS", "build_filter", "load_filter"]
-
-CLONE_THREAD = 0x00010000
 
 DENIED_SYSCALLS = (
     "execve", "execveat", "fork", "vfork",
@@ -35,8 +39,28 @@ DENIED_SYSCALLS = (
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
     "open_by_handle_at", "name_to_handle_at", "setrlimit", "quotactl", "swapon", "swapoff",
     "reboot", "acct", "settimeofday", "clock_settime", "adjtimex", "iopl", "ioperm", "syslog",
-    "personality", "tkill", "socket", "vhangup", "lookup_dcookie",
+    "personality", "tkill", "vhangup", "lookup_dcookie",
+    # Sockets: none may be created, connected, bound or put to listening; the channel and any
+    # inbound listener arrive already made (see below for socketpair and sendto).
+    "socket", "connect", "bind", "listen",
+    # Inode metadata, which Landlock (ABI <= 7) does not govern: without these a plugin could
+    # chmod, chown, re-time or tag any file its uid owns, through a path or a read-only fd.
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "utime", "utimes", "futimesat", "utimensat",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "setxattrat", "removexattrat",
+    # Memory that RLIMIT_DATA does not count, and IPC objects that outlive the worker and are
+    # shared with every process of the IPC namespace (siblings included).
+    "memfd_create", "memfd_secret",
+    "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
 )  # fmt: skip
+CLONE_THREAD = 0x00010000
+MAP_SHARED = 0x01
+MAP_ANONYMOUS = 0x20
+SOCK_TYPE_MASK = 0xF
+NON_STREAM_TYPES = (2, 3, 4, 5)  # SOCK_DGRAM, SOCK_RAW, SOCK_RDM, SOCK_SEQPACKET
 
 
 def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
@@ -61,8 +85,19 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     pid = os.getpid()
     flt.add_rule(deny, "kill", sc.Arg(0, sc.NE, pid))
     flt.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, pid))
+    # Datagram socketpairs could address pathname sockets (/dev/log, a NOTIFY_SOCKET) with
+    # sendmsg, which no filter can inspect; stream pairs (asyncio's self-pipe) are allowed.
+    for kind in NON_STREAM_TYPES:
+        flt.add_rule(deny, "socketpair", sc.Arg(1, sc.MASKED_EQ, SOCK_TYPE_MASK, kind))
+    flt.add_rule(deny, "sendto", sc.Arg(4, sc.NE, 0))  # an explicit destination address
+    # Shared anonymous memory escapes RLIMIT_DATA; private mappings (malloc) are unaffected.
+    flt.add_rule(
+        deny,
+        "mmap",
+        sc.Arg(3, sc.MASKED_EQ, MAP_SHARED | MAP_ANONYMOUS, MAP_SHARED | MAP_ANONYMOUS),
+    )
     return flt, {
-        "denied": len(DENIED_SYSCALLS) - len(unknown) + 6,
+        "denied_syscalls": len(DENIED_SYSCALLS) - len(unknown),
         "unknown_to_libseccomp": unknown,
     }
 
