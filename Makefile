@@ -31,9 +31,13 @@ run: $(STAMP)
 	echo '{"endpoint": "https://api.example.com/device"}' > /tmp/plugin-data/config.json
 	$(BIN)/autoweave-plugins run examples/plugins --simulate-usb attach:0x1234:0xabcd --hook-timeout 3
 
+# Benchmarks print JSON; each compares against a floor measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python bench/manifest_bench.py
 	$(BIN)/python bench/discovery_bench.py
+	$(BIN)/python bench/worker_bench.py
+	$(BIN)/python bench/manager_bench.py
+	$(BIN)/python bench/reload_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

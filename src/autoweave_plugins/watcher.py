@@ -4,8 +4,8 @@ Built on ``watchfiles.awatch`` with ``recursive=False`` over an explicit set of 
 the root, the folders between it and the plugins (to see new plugins), and each plugin folder
 (with its subfolders to ``max_depth`` unless ``manifest_only``). Ignored folders are never
 watched, so they cost no inotify watch. When the folder structure changes, the watch is
-rebuilt. Our ``debounce`` is the quiet period (watchfiles' ``step``): a burst of saves is
-handled once, after it settles.
+rebuilt. Our ``debounce`` is a quiet period over whole bursts, enforced here on top of a short
+watchfiles ``step``: a burst of saves is handled once, ``debounce`` after it settles.
 
 What counts as a change is decided by content, not by events: the manager compares each
 plugin's fingerprint (a hash of its manifest, or of all its files), so a touch or an
@@ -32,6 +32,8 @@ __all__ = ["PluginWatcher", "fingerprint_folder"]
 log = logging.getLogger(__name__)
 
 MAX_GROUPING_MS = 2000
+
+Batch = set[tuple[watchfiles.Change, str]] | BaseException
 RESCAN_INTERVAL = 30.0
 
 
@@ -142,23 +144,60 @@ class PluginWatcher:
                 best = folder
         return best
 
+    async def _produce(
+        self, paths: list[str], stop: asyncio.Event, queue: asyncio.Queue[Batch]
+    ) -> None:
+        try:
+            async for changes in watchfiles.awatch(
+                *paths,
+                watch_filter=self._filter,
+                debounce=MAX_GROUPING_MS,
+                step=self._step_ms(),
+                recursive=False,
+                stop_event=stop,
+                rust_timeout=int(self.rescan_interval * 1000),
+                yield_on_timeout=True,
+                ignore_permission_denied=True,
+            ):
+                queue.put_nowait(changes)
+        except Exception as exc:  # handed to the consumer, which restarts the watch
+            queue.put_nowait(exc)
+
+    def _step_ms(self) -> int:
+        # watchfiles yields after `step` ms without new events; a short step keeps its latency
+        # small, and the quiet period is enforced below, over whole bursts.
+        return max(5, min(50, int(self.config.debounce * 1000 / 5)))
+
+    async def _next_burst(self, queue: asyncio.Queue[Batch]) -> set[tuple[watchfiles.Change, str]]:
+        """Changes until ``debounce`` seconds pass without another one."""
+        loop = asyncio.get_running_loop()
+        first = await queue.get()
+        if isinstance(first, BaseException):
+            raise first
+        changes = set(first)
+        deadline = loop.time() + self.config.debounce
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                more = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                break
+            if isinstance(more, BaseException):
+                raise more
+            if more:
+                changes |= more
+                deadline = loop.time() + self.config.debounce
+        return changes
+
     async def run(self) -> None:
         while True:
             paths = self.watched_paths()
             folders = sorted({os.path.realpath(f) for f in self._plugin_folders()})
             stop = asyncio.Event()
+            queue: asyncio.Queue[Batch] = asyncio.Queue()
+            producer = asyncio.ensure_future(self._produce(paths, stop, queue))
             try:
-                async for changes in watchfiles.awatch(
-                    *paths,
-                    watch_filter=self._filter,
-                    debounce=MAX_GROUPING_MS,
-                    step=max(1, int(self.config.debounce * 1000)),
-                    recursive=False,
-                    stop_event=stop,
-                    rust_timeout=int(self.rescan_interval * 1000),
-                    yield_on_timeout=True,
-                    ignore_permission_denied=True,
-                ):
+                while True:
+                    changes = await self._next_burst(queue)
                     self.batches += 1
                     touched: set[str] = set()
                     structure = not changes  # a timeout: the periodic rescan
@@ -176,7 +215,6 @@ class PluginWatcher:
                     if structure and self.watched_paths() != paths:
                         break  # rebuild the watch over the new set of folders
             except asyncio.CancelledError:
-                stop.set()
                 raise
             except Exception as exc:  # the watcher must never take the manager down
                 self.errors += 1
@@ -186,3 +224,7 @@ class PluginWatcher:
                 except Exception:
                     log.exception("rescan after a watcher error failed")
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.errors, 6)))
+            finally:
+                stop.set()
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
