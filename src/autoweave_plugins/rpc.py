@@ -29,9 +29,11 @@ __all__ = [
 
 DEFAULT_MAX_FRAME: Final = 8 << 20
 DEFAULT_MAX_CONTAINERS: Final = 100_000
-"""Arrays and maps one frame may decode to. Bytes on the wire bound memory only for strings:
-an empty map is one byte of msgpack and ~64 bytes of Python, so 8 MiB of them would cost the
-host ~600 MB. Counting containers as they are built stops that at a few MB."""
+DEFAULT_MAX_ELEMENTS: Final = 262_144
+"""Arrays and maps one frame may decode to, and the items they may hold in all. Bytes on the
+wire bound memory only for long strings: an empty map or a 2-character string is 1-3 bytes of
+msgpack and 50-70 bytes of Python, so 8 MiB of them would cost the host 150-600 MB. Counting
+as containers are built stops that at a few tens of MB. Bulk data belongs in bytes values."""
 _HEADER = 4
 
 
@@ -66,29 +68,42 @@ def encode(frame: list[Any] | tuple[Any, ...]) -> bytes:
 class FrameDecoder:
     """Incremental decoder: ``feed`` bytes as they arrive, get back whole frames."""
 
-    __slots__ = ("_buffer", "max_containers", "max_frame")
+    __slots__ = ("_buffer", "max_containers", "max_elements", "max_frame")
 
     def __init__(
-        self, max_frame: int = DEFAULT_MAX_FRAME, max_containers: int = DEFAULT_MAX_CONTAINERS
+        self,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
     ) -> None:
         self.max_frame = max_frame
         self.max_containers = max_containers
+        self.max_elements = max_elements
         self._buffer = bytearray()
 
     def _decode(self, body: bytearray) -> Any:
-        budget = self.max_containers
+        containers, elements = self.max_containers, self.max_elements
 
         def count(container: Any) -> Any:
-            nonlocal budget
-            budget -= 1
-            if budget < 0:
+            nonlocal containers, elements
+            containers -= 1
+            elements -= len(container)
+            if containers < 0 or elements < 0:
                 raise ProtocolError(
-                    f"frame decodes to more than {self.max_containers} arrays and maps"
+                    f"frame decodes to more than {self.max_containers} arrays and maps or "
+                    f"{self.max_elements} items in all; send bulk data as bytes"
                 )
             return container
 
+        # A single container is bounded by the per-type limits before ``count`` sees it.
         return msgpack.unpackb(
-            body, raw=False, strict_map_key=True, list_hook=count, object_hook=count
+            body,
+            raw=False,
+            strict_map_key=True,
+            list_hook=count,
+            object_hook=count,
+            max_array_len=self.max_elements,
+            max_map_len=self.max_elements,
         )
 
     def feed(self, data: bytes) -> list[Any]:
@@ -111,6 +126,12 @@ class FrameDecoder:
                 frames.append(self._decode(buffer[start : start + size]))
             except ProtocolError:
                 raise
+            except ValueError as exc:
+                if "exceeds max_" in str(exc):  # one container over the per-type limit
+                    raise ProtocolError(
+                        f"frame holds a container of more than {self.max_elements} items; send bulk data as bytes"
+                    ) from None
+                raise ProtocolError(f"malformed frame: ValueError: {exc}") from None
             except Exception as exc:  # msgpack raises several unrelated types for garbage
                 raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
             offset = start + size

@@ -88,8 +88,17 @@ def test_good_shapes_pass() -> None:
 def test_container_bombs_are_refused_while_decoding() -> None:
     bomb = encode([Kind.LOG, 0, 20, [{}] * 200_000])
     decoder = FrameDecoder(max_containers=1000)
-    with pytest.raises(ProtocolError, match="more than 1000 arrays and maps"):
+    with pytest.raises(ProtocolError, match="more than 1000 arrays and maps or"):
         decoder.feed(bomb)
     assert FrameDecoder(max_containers=1000).feed(
         encode([Kind.RESULT, 1, [[1], [2], {"a": [3]}]])
     ) == [[Kind.RESULT, 1, [[1], [2], {"a": [3]}]]]
+
+
+def test_scalar_floods_are_refused_while_decoding() -> None:
+    flood = encode([Kind.LOG, 0, 20, ["ab"] * 300_000])
+    with pytest.raises(ProtocolError, match="items"):
+        FrameDecoder(max_elements=100_000).feed(flood)
+    nested = encode([Kind.LOG, 0, 20, [["ab"] * 50_000 for _ in range(4)]])
+    with pytest.raises(ProtocolError, match="items"):
+        FrameDecoder(max_elements=100_000).feed(nested)

@@ -16,7 +16,9 @@ are handed over by the host as file descriptors. For the same reason ``connect``
 Also denied, for what Landlock (ABI <= 7) and rlimits do not cover: inode metadata changes
 (chmod, chown, utimes, xattrs) anywhere, and memory that RLIMIT_DATA does not count (shared
 anonymous mappings, memfd) and System V / POSIX IPC objects, which outlive the worker and are
-shared with its siblings.
+shared with its siblings; and changing the priority, CPU affinity, scheduler or I/O priority of
+any process but itself, which the kernel allows between processes of the same uid; and
+inotify/fanotify, which would let it watch directories it may not open.
 """
 
 from __future__ import annotations
@@ -52,11 +54,19 @@ DENIED_SYSCALLS = (
     # Memory that RLIMIT_DATA does not count, and IPC objects that outlive the worker and are
     # shared with every process of the IPC namespace (siblings included).
     "memfd_create", "memfd_secret",
+    # Watching files is not opening them, so Landlock (ABI <= 7) does not check it.
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
     "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl",
     "semget", "semop", "semtimedop", "semctl",
     "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
 )  # fmt: skip
 CLONE_THREAD = 0x00010000
+# (syscall, index of its pid argument) for calls that may only target the caller (pid 0).
+SELF_ONLY = (
+    ("setpriority", 1), ("ioprio_set", 1), ("sched_setaffinity", 0), ("sched_setscheduler", 0),
+    ("sched_setparam", 0), ("sched_setattr", 0), ("migrate_pages", 0), ("move_pages", 0),
+    ("get_robust_list", 0), ("process_mrelease", 0),
+)  # fmt: skip
 MAP_SHARED = 0x01
 MAP_ANONYMOUS = 0x20
 SOCK_TYPE_MASK = 0xF
@@ -85,6 +95,11 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     pid = os.getpid()
     flt.add_rule(deny, "kill", sc.Arg(0, sc.NE, pid))
     flt.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, pid))
+    # Scheduling and memory placement of other processes (a sibling worker has the same uid):
+    # allowed only on itself, which these calls spell as pid 0.
+    for name, arg in SELF_ONLY:
+        if sc.resolve_syscall(arch, name) >= 0:
+            flt.add_rule(deny, name, sc.Arg(arg, sc.NE, 0))
     # Datagram socketpairs could address pathname sockets (/dev/log, a NOTIFY_SOCKET) with
     # sendmsg, which no filter can inspect; stream pairs (asyncio's self-pipe) are allowed.
     for kind in NON_STREAM_TYPES:
