@@ -11,7 +11,7 @@ falls back to ``clone``, which is filtered on CLONE_THREAD so threads keep worki
 on Landlock ABI < 9 connecting to a *pathname* unix socket (``/run/docker.sock``) is not
 restricted, and the worker never needs a new socket: its RPC channel and any inbound listener
 are handed over by the host as file descriptors. For the same reason ``connect``, ``bind``,
-``listen``, ``sendto`` with an address and non-stream ``socketpair`` are denied.
+``sendto`` with an address and non-stream ``socketpair`` are denied.
 
 Also denied, for what Landlock (ABI <= 7) and rlimits do not cover: inode metadata changes
 (chmod, chown, utimes, xattrs) anywhere, and memory that RLIMIT_DATA does not count (shared
@@ -42,9 +42,10 @@ DENIED_SYSCALLS = (
     "open_by_handle_at", "name_to_handle_at", "setrlimit", "quotactl", "swapon", "swapoff",
     "reboot", "acct", "settimeofday", "clock_settime", "adjtimex", "iopl", "ioperm", "syslog",
     "personality", "tkill", "vhangup", "lookup_dcookie",
-    # Sockets: none may be created, connected, bound or put to listening; the channel and any
-    # inbound listener arrive already made (see below for socketpair and sendto).
-    "socket", "connect", "bind", "listen",
+    # Sockets: none may be created, connected or bound; the channel and any inbound listener
+    # arrive already made (see below for socketpair and sendto). listen() stays allowed:
+    # asyncio calls it again on the listener it is given, and no other socket can listen.
+    "socket", "connect", "bind",
     # Inode metadata, which Landlock (ABI <= 7) does not govern: without these a plugin could
     # chmod, chown, re-time or tag any file its uid owns, through a path or a read-only fd.
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
