@@ -65,8 +65,6 @@ __all__ = ["BroadcastResult", "PluginManager"]
 
 log = logging.getLogger(__name__)
 
-RSS_ALLOWANCE = 64 << 20
-"""RSS a worker may use beyond its manifest's heap: the interpreter and runtime themselves."""
 CRASH_REASONS = frozenset({"crashed", "protocol", "unhealthy", "memory", "timeout"})
 
 
@@ -701,17 +699,19 @@ class PluginManager:
 
         async def check(record: PluginRecord | None, worker: WorkerProcess) -> None:
             try:
-                pong = await worker.ping(timeout)
+                await worker.ping(timeout)
             except WorkerError:
                 return  # ping killed it as unhealthy; recovery follows from the exit
-            if record is not None:
-                limit = record.plugin.manifest.permissions.max_heap_mb * (1 << 20) + RSS_ALLOWANCE
-                if int(pong.get("rss", 0)) > limit:
+            rss = worker.measure_rss()  # measured here: what a worker says of itself is untrusted
+            if record is not None and rss is not None:
+                allowance = self.config.worker_pool.rss_allowance_mb
+                limit = (record.plugin.manifest.permissions.max_heap_mb + allowance) * (1 << 20)
+                if rss > limit:
                     log.warning(
                         "worker %s of %s uses %d bytes RSS > %d; killing",
                         worker.pid,
                         record.name,
-                        pong["rss"],
+                        rss,
                         limit,
                     )
                     worker.kill("memory")

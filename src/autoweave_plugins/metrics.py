@@ -97,10 +97,8 @@ class _StateCollector(Collector):
             restarts.add_metric([name], record.restarts)
             calls.add_metric([name], record.access_count)
             for worker in record.workers:
-                if worker.stats.last_pong:
-                    rss.add_metric(
-                        [name, str(worker.pid)], float(worker.stats.last_pong.get("rss", 0))
-                    )
+                if worker.stats.rss is not None:
+                    rss.add_metric([name, str(worker.pid)], float(worker.stats.rss))
         yield restarts
         yield calls
         yield rss

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psutil
 
 from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
 from autoweave_plugins.broker.metrics import PluginMetrics
@@ -98,6 +99,7 @@ class WorkerStats:
     errors: int = 0
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     last_pong: dict[str, Any] = field(default_factory=dict)
+    rss: int | None = None  # measured by the host at the last health check
 
 
 class WorkerProcess(asyncio.Protocol):
@@ -514,6 +516,16 @@ class WorkerProcess(asyncio.Protocol):
             self._pending.pop(ident, None)
             pending.future.cancel()
             self.kill("timeout")
+
+    def measure_rss(self) -> int | None:
+        """The worker's resident memory, read by the host from /proc (psutil)."""
+        if self.pid is None or not self.alive:
+            return None
+        try:
+            self.stats.rss = int(psutil.Process(self.pid).memory_info().rss)
+        except psutil.Error:
+            return None
+        return self.stats.rss
 
     async def ping(self, timeout: float = 5.0) -> dict[str, Any]:
         """Health check: the worker answers with its RSS and counters, or is killed."""

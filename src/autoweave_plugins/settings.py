@@ -40,6 +40,9 @@ class WorkerPoolConfig:
     """A plugin with no calls for this long is unloaded (dormant) unless pinned."""
     health_check_interval: float = 60.0
     health_check_timeout: float = 5.0
+    rss_allowance_mb: int = 64
+    """RSS a worker may use beyond its manifest's max_heap_mb (the interpreter itself) before
+    the health check kills it with reason ``memory``. Measured by the host."""
     call_timeout: float = 30.0
     """Default per-call timeout; ``call(timeout=...)`` overrides it."""
     restart_backoff_base: float = 0.01
@@ -82,6 +85,7 @@ class WorkerPoolConfig:
             f"{prefix}.restart_backoff_base",
             "must be >= 0 and <= restart_backoff_cap",
         )
+        require(self.rss_allowance_mb >= 0, f"{prefix}.rss_allowance_mb", "must be >= 0")
         require(self.breaker_threshold >= 1, f"{prefix}.breaker_threshold", "must be >= 1")
         require(self.scale_out_queue >= 1, f"{prefix}.scale_out_queue", "must be >= 1")
 

@@ -46,7 +46,7 @@ def status_table(manager: PluginManager) -> Table:
         table.add_column(column, overflow="fold")
     for name in sorted(manager.records):
         record = manager.records[name]
-        rss = sum(int(w.stats.last_pong.get("rss", 0)) for w in record.workers)
+        rss = sum(w.measure_rss() or 0 for w in record.workers)
         last = record.errors[-1] if record.errors else None
         table.add_row(
             name,

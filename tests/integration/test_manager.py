@@ -370,3 +370,22 @@ def test_bad_config_names_the_key(plugins: Path) -> None:
         PluginManager(plugins, loader={"max_concurrent_loads": 0})
     with pytest.raises(ConfigError, match=r"worker_pool\.min_workers"):
         PluginManager(plugins, worker_pool={"min_workers": 5, "max_workers": 2})
+
+
+async def test_worker_over_its_memory_budget_is_killed(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    make(root, "hungry", permissions={"memory": {"max_heap_mb": 16}})
+    reasons: list[str] = []
+    # No allowance: the interpreter alone (~30 MB RSS) is over a 16 MB budget, measured by the host.
+    m = manager(
+        root,
+        worker_pool={"health_check_interval": 0.2, "rss_allowance_mb": 0, "breaker_threshold": 100},
+    )
+    m.on("worker:terminated", lambda e: reasons.append(e.data["reason"]))
+    async with m:
+        await m.call("hungry", "onWork")
+        for _ in range(200):
+            if "memory" in reasons:
+                break
+            await asyncio.sleep(0.02)
+        assert "memory" in reasons

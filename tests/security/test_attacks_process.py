@@ -559,17 +559,9 @@ async def test_cannot_reschedule_a_sibling_worker(
     assert report["ok"] is False, report
 
 
-_PRIO_USER_HOLE = (
-    "seccomp allows setpriority when its 'who' argument is 0, taking that to mean 'this process', "
-    "but with which=PRIO_USER it means 'every process of my uid': the call reports EPERM (for "
-    "the processes with capabilities) yet renices every sibling worker"
-)
-
-
 @pytest.mark.skipif(
     os.geteuid() != 0, reason="as a non-root user this would renice every process of the user"
 )
-@pytest.mark.xfail(strict=True, reason=_PRIO_USER_HOLE)
 async def test_cannot_renice_every_process_of_the_user(
     attacker: Attacker, victim: WorkerProcess
 ) -> None:

@@ -53,3 +53,18 @@ def test_dangerous_modules_are_not_safe_by_default() -> None:
         not {"subprocess", "socket", "ssl", "ctypes", "multiprocessing", "signal", "importlib"}
         & SAFE_MODULES
     )
+
+
+def test_guard_judges_the_real_caller_not_the_globals_it_passes(tmp_path: Path) -> None:
+    """Plugin code calling __import__("ctypes", {}) is still plugin code."""
+    guard = ImportGuard("demo", str(tmp_path))
+    guard.install()
+    try:
+        code = compile("__import__('ctypes', {})", str(tmp_path / "main.py"), "exec")
+        with pytest.raises(ImportError, match="may not import 'ctypes'"):
+            exec(code, {"__file__": str(tmp_path / "main.py"), "__name__": "plugin"})
+        import json  # this test file is not plugin code
+
+        assert json.dumps(1) == "1"
+    finally:
+        guard.uninstall()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -153,7 +154,11 @@ class ImportGuard:
             fromlist: Sequence[str] = (),
             level: int = 0,
         ) -> ModuleType:
-            self.check(name, globals, level)
+            # The caller's own globals, not the ones it passes: __import__("ctypes", {})
+            # must not pass for stdlib code.
+            self.check(name, sys._getframe(1).f_globals, level)
+            if globals is not None:
+                self.check(name, globals, level)
             return original(name, globals, locals, fromlist, level)
 
         builtins.__import__ = guarded_import  # type: ignore[assignment]

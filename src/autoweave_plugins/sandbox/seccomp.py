@@ -62,6 +62,8 @@ DENIED_SYSCALLS = (
     "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
 )  # fmt: skip
 CLONE_THREAD = 0x00010000
+PRIO_PROCESS = 0
+IOPRIO_WHO_PROCESS = 1
 # (syscall, index of its pid argument) for calls that may only target the caller (pid 0).
 SELF_ONLY = (
     ("setpriority", 1), ("ioprio_set", 1), ("sched_setaffinity", 0), ("sched_setscheduler", 0),
@@ -101,6 +103,10 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     for name, arg in SELF_ONLY:
         if sc.resolve_syscall(arch, name) >= 0:
             flt.add_rule(deny, name, sc.Arg(arg, sc.NE, 0))
+    # ...and for these two, who=0 means "me" only when `which` names a process: with
+    # PRIO_USER/IOPRIO_WHO_USER it means every process of this uid, siblings included.
+    flt.add_rule(deny, "setpriority", sc.Arg(0, sc.NE, PRIO_PROCESS))
+    flt.add_rule(deny, "ioprio_set", sc.Arg(0, sc.NE, IOPRIO_WHO_PROCESS))
     # Datagram socketpairs could address pathname sockets (/dev/log, a NOTIFY_SOCKET) with
     # sendmsg, which no filter can inspect; stream pairs (asyncio's self-pipe) are allowed.
     for kind in NON_STREAM_TYPES:
