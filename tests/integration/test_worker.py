@@ -238,3 +238,17 @@ async def test_exit_status_of_a_killed_worker_is_kept() -> None:
     os.kill(worker.pid, signal.SIGKILL)
     await asyncio.wait_for(worker.wait_closed(), 5)
     assert worker.returncode == -signal.SIGKILL and worker.exit_reason == "crashed"
+
+
+async def test_workers_do_not_carry_the_host_stack(tmp_path: Path) -> None:
+    """DESIGN §5: the worker side imports only rpc, permissions, sandbox and sdk."""
+    code = (
+        "import sys\n"
+        "HOST = ('httpx', 'prometheus_client', 'watchfiles', 'psutil', 'rich', 'autoweave_plugins.manager',\n"
+        "        'autoweave_plugins.process', 'autoweave_plugins.pool', 'autoweave_plugins.broker.fetch')\n"
+        "def loaded():\n"
+        "    return [m for m in HOST if m in sys.modules]\n"
+    )
+    plugin = write_plugin(tmp_path / "plugins", "lean", code, hooks={"onLoaded": "loaded"})
+    async with running(plugin) as worker:
+        assert await worker.call("onLoaded") == []
