@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -31,3 +32,16 @@ def emit(name: str, results: dict[str, Any]) -> None:
     }
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def pin(host_cpu: int, child_cpu: int, pids: list[int | None]) -> None:
+    """Pin this process and ``pids``: on 2 cores a ping-pong costs ~40 us on one core and
+    ~100 us across cores whatever the code, so round trips are compared at a fixed placement."""
+    os.sched_setaffinity(0, {host_cpu})
+    for pid in pids:
+        assert pid is not None
+        os.sched_setaffinity(pid, {child_cpu})
+
+
+def unpin() -> None:
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))

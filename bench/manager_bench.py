@@ -29,7 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from _stats import emit
+from _stats import emit, pin, unpin
 from worker_bench import start_floor
 
 from autoweave_plugins import PluginManager
@@ -96,10 +96,7 @@ async def round_trips_and_crash(root: Path, calls: int, crashes: int) -> dict[st
         ident = 0
         for placement, child_cpu in (("same_core", 0), ("cross_core", 1)):
             # Pinned: on 2 cores, placement alone moves a ping-pong between ~40 and ~100 us.
-            os.sched_setaffinity(0, {0})
-            for pid in (manager.records["rt"].workers[0].pid, echo.pid):
-                assert pid is not None
-                os.sched_setaffinity(pid, {child_cpu})
+            pin(0, child_cpu, [manager.records["rt"].workers[0].pid, echo.pid])
             ours.clear()
             floor.clear()
             for _ in range(calls):
@@ -115,7 +112,7 @@ async def round_trips_and_crash(root: Path, calls: int, crashes: int) -> dict[st
                 "ipc_floor_round_trip": us(floor),
                 "call_ratio_p50": round(statistics.median(ours) / statistics.median(floor), 2),
             }
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        unpin()
         for _ in range(crashes):
             while len(manager.pool.spares) < 2:
                 await asyncio.sleep(0.01)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import statistics
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import emit
+from _stats import emit, pin, unpin
 
 from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
 from autoweave_plugins.manifest import ManifestCache
@@ -192,12 +191,9 @@ async def main() -> None:
         # cores, whatever the code: placement would dominate the ratio. Pin it, both ways.
         round_trips = {}
         for placement, child_cpu in (("same_core", 0), ("cross_core", 1)):
-            os.sched_setaffinity(0, {0})
-            for pid in (worker.pid, echo.pid):
-                assert pid is not None
-                os.sched_setaffinity(pid, {child_cpu})
+            pin(0, child_cpu, [worker.pid, echo.pid])
             round_trips[placement] = await interleaved(worker, host)
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        unpin()
         await worker.stop()
         assert host.transport is not None
         host.transport.close()

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -476,20 +476,25 @@ class PluginManager:
 
     async def load_many(self, names: Iterable[str]) -> dict[str, AutoweaveError | None]:
         """Load each plugin; returns None or the error per name, never raising for one."""
-        names = list(names)
-        results = await asyncio.gather(*(self.load(n) for n in names), return_exceptions=True)
-        return {
-            n: (r if isinstance(r, AutoweaveError) else None)
-            for n, r in zip(names, results, strict=True)
-        }
+        return await self._each(names, self.load)
 
     async def unload(self, name: str) -> None:
         record = self._record(name)
         await self._unload(record, "idle", PluginState.DORMANT)
 
     async def unload_many(self, names: Iterable[str]) -> dict[str, AutoweaveError | None]:
+        """Unload each plugin (onUnload, then stop); returns None or the error per name."""
+        return await self._each(names, self.unload)
+
+    @staticmethod
+    async def _each(
+        names: Iterable[str], operation: Callable[[str], Awaitable[None]]
+    ) -> dict[str, AutoweaveError | None]:
         names = list(names)
-        results = await asyncio.gather(*(self.unload(n) for n in names), return_exceptions=True)
+        results = await asyncio.gather(*(operation(n) for n in names), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, AutoweaveError):
+                raise result  # a bug or a cancellation is not one plugin's failure
         return {
             n: (r if isinstance(r, AutoweaveError) else None)
             for n, r in zip(names, results, strict=True)

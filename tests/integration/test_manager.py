@@ -76,6 +76,13 @@ def plugins(tmp_path: Path) -> Path:
     return root
 
 
+async def watch_peak_loads(m: PluginManager, peak: list[int]) -> None:
+    """Record in peak[0] the most loads ever running at once (until cancelled)."""
+    while True:
+        peak[0] = max(peak[0], m.scheduler.loading)
+        await asyncio.sleep(0.002)
+
+
 def manager(root: Path, **options: Any) -> PluginManager:
     pool = {"min_workers": 1, "max_workers": 8, **options.pop("worker_pool", {})}
     return PluginManager(root, worker_pool=pool, **options)
@@ -138,18 +145,11 @@ async def test_priority_order_and_concurrency_cap(tmp_path: Path) -> None:
     m.on("plugin:loaded", lambda e: loaded.append(e.plugin.name if e.plugin else "?"))
     async with m:
         assert loaded == ["p-critical", "p-high"]  # preloaded at start, in priority order
-        peak = 0
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, m.scheduler.loading)
-                await asyncio.sleep(0.002)
-
-        watcher = asyncio.ensure_future(watch())
+        peak: list[int] = [0]
+        watcher = asyncio.ensure_future(watch_peak_loads(m, peak))
         await m.load_many(["p-low", "p-normal", "p-background", "p-normal2"])
         watcher.cancel()
-        assert peak == 1
+        assert peak[0] == 1
         # p-low takes the free slot at once; the rest queue behind it and start by priority,
         # so p-background (requested before p-normal2) loads last.
         assert loaded[2:] == ["p-low", "p-normal", "p-normal2", "p-background"]
@@ -165,19 +165,12 @@ async def test_concurrency_cap_is_never_exceeded(tmp_path: Path) -> None:
         plugin_config={f"slow{i}": {"load_delay": 0.2} for i in range(6)},
     )
     async with m:
-        peak = 0
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, m.scheduler.loading)
-                await asyncio.sleep(0.002)
-
-        watcher = asyncio.ensure_future(watch())
+        peak: list[int] = [0]
+        watcher = asyncio.ensure_future(watch_peak_loads(m, peak))
         errors = await m.load_many([f"slow{i}" for i in range(6)])
         watcher.cancel()
         assert errors == dict.fromkeys(errors)  # all None
-        assert peak == 2
+        assert peak[0] == 2
 
 
 async def test_idle_reclaim_then_lazy_reload(plugins: Path) -> None:
