@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,15 @@ class LocalServer:
             return 302, f"Location: {path.removeprefix('/allowed/redirect-to')}\r\n", b""
         if path.startswith("/allowed/redirect-abs/"):
             return 302, f"Location: http://127.0.0.1:{self.port}/secret/x\r\n", b""
+        if path.startswith("/allowed/to-port/"):
+            port = path.split("/")[3]
+            return 302, f"Location: http://127.0.0.1:{port}/allowed/landing\r\n", b""
+        if path == "/allowed/gzip":
+            return (
+                200,
+                "Content-Encoding: gzip\r\nContent-Type: application/json\r\n",
+                gzip.compress(b'{"zipped": true}'),
+            )
         if path == "/allowed/big":
             return 200, "", b"x" * (3 << 20)
         echo = {

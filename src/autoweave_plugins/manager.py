@@ -294,7 +294,7 @@ class PluginManager:
         record.state = PluginState.LOADING
         started = time.monotonic()
         try:
-            self.config.policy.enforce(record.plugin.manifest)
+            self.config.policy.enforce(record.plugin.manifest, str(self.config.plugin_directory))
             worker = await self._start_worker(record.plugin, deadline, record)
         except AutoweaveError as exc:
             record.state = PluginState.FAILED if not record.workers else PluginState.ACTIVE
@@ -579,7 +579,7 @@ class PluginManager:
             return
         deadline = time.monotonic() + self.config.loader.load_timeout
         try:
-            self.config.policy.enforce(found.manifest)
+            self.config.policy.enforce(found.manifest, str(self.config.plugin_directory))
             worker = await self._start_worker(found, deadline, record)
         except AutoweaveError as exc:
             self._report_error(record, exc)

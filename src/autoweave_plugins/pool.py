@@ -69,6 +69,9 @@ class WorkerPool:
         except WorkerError:
             self.spawn_failures += 1
             raise
+        except OSError as exc:  # EMFILE, EAGAIN from socketpair, fork or pidfd_open
+            self.spawn_failures += 1
+            raise WorkerError(f"cannot start a worker process: {exc}") from exc
         finally:
             if future.done():
                 self._spawning.discard(future)

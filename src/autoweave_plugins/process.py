@@ -90,6 +90,9 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+MAX_CONCURRENT_REQUESTS = 16
+"""Brokered requests one worker may have in flight; each may buffer a whole response."""
+
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 
 
@@ -125,6 +128,7 @@ class WorkerProcess(asyncio.Protocol):
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._exited = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self._requests: set[asyncio.Task[None]] = set()
         self._log_limiter = _RateLimiter(output.lines_per_second, output.burst)
         self._plugin_log = log
 
@@ -212,6 +216,8 @@ class WorkerProcess(asyncio.Protocol):
         if self.exit_reason is None:
             self.exit_reason = reason
         error_reason = self.exit_reason
+        for request in list(self._requests):
+            request.cancel()  # nobody is left to read the answer
         for ident, pending in list(self._pending.items()):
             if not pending.future.done():
                 pending.future.set_exception(
@@ -318,7 +324,16 @@ class WorkerProcess(asyncio.Protocol):
             else:
                 pending.future.set_result(frame[2])
         elif kind == Kind.REQUEST:
-            self._spawn_task(self._serve_request(ident, frame[2], frame[3]))
+            if len(self._requests) >= MAX_CONCURRENT_REQUESTS:
+                error = {
+                    "type": "FetchError",
+                    "message": f"more than {MAX_CONCURRENT_REQUESTS} requests at once",
+                }
+                self._write([Kind.REPLY_ERROR, ident, error])
+                return
+            task = asyncio.ensure_future(self._serve_request(ident, frame[2], frame[3]))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
         elif kind == Kind.METRIC:
             self.metrics.record(frame[2], frame[3], frame[4])
         elif kind == Kind.LOG:

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 from autoweave_plugins.errors import (
     AutoweaveError,
+    LoadError,
     LoadTimeout,
     ManifestError,
     PolicyRefused,
@@ -115,6 +116,9 @@ class LoadScheduler(Generic[Key]):
                     return
                 except AutoweaveError as exc:
                     error = exc
+                except Exception as exc:  # e.g. EMFILE from socketpair: a failed load all the same
+                    log.exception("loading %s failed unexpectedly", item.key)
+                    error = LoadError(f"{type(exc).__name__}: {exc}", str(item.key))
                 else:
                     self.loads_ok += 1
                     self.load_times.add(time.monotonic() - started)
@@ -134,6 +138,8 @@ class LoadScheduler(Generic[Key]):
             self._fail(item, error)
         finally:
             self.loading -= 1
+            if not item.future.done():  # cancelled (shutdown): waiting callers must not hang
+                self._fail(item, LoadError("the manager is stopping", str(item.key)))
             self._pump()
 
     def _fail(self, item: _Queued[Key], error: BaseException) -> None:
@@ -145,7 +151,8 @@ class LoadScheduler(Generic[Key]):
     async def close(self) -> None:
         for item in self._queue:
             if not item.future.done():
-                item.future.cancel()
+                item.future.set_exception(LoadError("the manager is stopping", str(item.key)))
+                item.future.exception()
         self._queue.clear()
         for task in list(self._tasks):
             task.cancel()

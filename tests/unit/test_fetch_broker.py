@@ -102,3 +102,29 @@ async def test_redirect_loops_are_bounded() -> None:
         loop = "/allowed/redirect-to" * 4 + "/allowed/end"
         with pytest.raises(FetchError, match="more than 2 redirects"):
             await broker.fetch(request(f"{base}{loop}"))
+
+
+async def test_compressed_bodies_are_decoded_for_the_plugin() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        broker = FetchBroker(OutboundPolicy([f"http://127.0.0.1:{server.port}/allowed/*"]), http)
+        response = await broker.fetch(request(f"http://127.0.0.1:{server.port}/allowed/gzip"))
+        assert response["body"] == b'{"zipped": true}'
+        assert "content-encoding" not in {k.lower() for k in response["headers"]}
+
+
+async def test_credentials_do_not_follow_a_cross_origin_redirect() -> None:
+    async with local_server() as first, local_server() as second, httpx.AsyncClient() as http:
+        patterns = [
+            f"http://127.0.0.1:{first.port}/allowed/*",
+            f"http://127.0.0.1:{second.port}/allowed/*",
+        ]
+        broker = FetchBroker(OutboundPolicy(patterns), http)
+        secret = {"Authorization": "Bearer SECRET", "Cookie": "session=1", "X-Trace": "keep"}
+        await broker.fetch(
+            request(f"http://127.0.0.1:{first.port}/allowed/to-port/{second.port}", headers=secret)
+        )
+        assert first.seen[0].headers["authorization"] == "Bearer SECRET"
+        landed = second.seen[0].headers
+        assert (
+            "authorization" not in landed and "cookie" not in landed and landed["x-trace"] == "keep"
+        )

@@ -122,3 +122,26 @@ def test_policy_from_mapping_names_bad_keys() -> None:
         from_mapping(GrantPolicy, {"allowed_path_roots": ["relative"]}, "policy")
     with pytest.raises(ConfigError, match=r"policy\.inbound_ports"):
         from_mapping(GrantPolicy, {"inbound_ports": [2000, 1000]}, "policy")
+
+
+def test_write_access_to_code_outside_the_sandbox_is_never_granted(tmp_path: Path) -> None:
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    m = manifest(
+        filesystem=[
+            {"path": site, "mode": "readwrite"},
+            {"path": str(plugins / "other-plugin"), "mode": "write"},
+            {"path": str(tmp_path / "data"), "mode": "write"},
+        ]
+    )
+    refusals = GrantPolicy(denied_paths=()).refusals(m, plugin_root=str(plugins))
+    assert [r.permission for r in refusals] == [
+        "$.permissions.filesystem[0].path",
+        "$.permissions.filesystem[1].path",
+    ]
+    assert "outside the sandbox" in refusals[0].message
+    reading = manifest(filesystem=[{"path": site, "mode": "read"}])
+    assert GrantPolicy(denied_paths=()).refusals(reading) == []

@@ -27,6 +27,7 @@ __all__ = ["FetchBroker", "FetchLimits"]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 FORBIDDEN_HEADERS = frozenset(
     {
         "host",
@@ -135,16 +136,34 @@ class FetchBroker:
     async def fetch(self, payload: dict[str, Any]) -> dict[str, Any]:
         url_text, method, headers, body, timeout = self._check_request(payload)
         deadline = time.monotonic() + timeout
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + timeout):
+                return await self._follow(url_text, method, headers, body, deadline)
+        except TimeoutError:
+            raise FetchError(f"{url_text}: no complete answer within {timeout:g} s") from None
+
+    async def _follow(
+        self,
+        url_text: str,
+        method: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        deadline: float,
+    ) -> dict[str, Any]:
+        origin: tuple[str, str, int] | None = None
         for _hop in range(self.limits.max_redirects + 1):
             decision = self.policy.match(url_text)
             if not decision.allowed or decision.url is None or decision.pattern is None:
                 raise _refuse(f"{url_text}: {decision.reason}")
             url = decision.url
+            if origin is not None and origin != (url.scheme, url.host, url.port):
+                # Credentials are for the origin they were given to, as browsers and httpx do.
+                headers = [(k, v) for k, v in headers if k.lower() not in CREDENTIAL_HEADERS]
+            origin = (url.scheme, url.host, url.port)
             address = await self._pin(url, decision.pattern)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FetchError(f"timed out after {timeout:g} s")
-            response = await self._send(url, address, method, headers, body, remaining)
+            response = await self._send(
+                url, address, method, headers, body, max(0.001, deadline - time.monotonic())
+            )
             location = response.get("location")
             if response["status"] in REDIRECTS and location:
                 url_text = urljoin(url.url, location)
@@ -182,7 +201,7 @@ class FetchBroker:
             response = await asyncio.wait_for(self.client.send(request, stream=True), timeout)
             try:
                 chunks, size = [], 0
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():  # decoded: gzip is not the plugin's job
                     size += len(chunk)
                     if size > self.limits.max_response_bytes:
                         raise FetchError(
@@ -197,7 +216,11 @@ class FetchBroker:
             raise FetchError(f"{url.url}: {type(exc).__name__}: {exc}") from None
         return {
             "status": response.status_code,
-            "headers": {k: v for k, v in response.headers.items() if k.lower() != "set-cookie"},
+            "headers": {
+                k: v
+                for k, v in response.headers.items()
+                if k.lower() not in ("set-cookie", "content-encoding", "content-length")
+            },
             "body": b"".join(chunks),
             "url": url.url,
             "location": response.headers.get("location"),

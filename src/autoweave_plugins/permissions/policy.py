@@ -8,13 +8,16 @@ a link to ``/etc`` is judged as ``/etc``. A refusal names the manifest's JSON pa
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+import sysconfig
 from dataclasses import dataclass
 
 from autoweave_plugins.config import require
 from autoweave_plugins.errors import PolicyRefused
 from autoweave_plugins.manifest.model import Manifest
-from autoweave_plugins.permissions.paths import check_declared_path
+from autoweave_plugins.permissions.paths import FileMode, check_declared_path
 from autoweave_plugins.permissions.urls import is_public_address
 
 __all__ = ["DEFAULT_DENIED_PATHS", "GrantPolicy"]
@@ -23,6 +26,15 @@ DEFAULT_DENIED_PATHS = (
     "/boot", "/dev", "/proc", "/root", "/run", "/sys", "/var/run",
     "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh",
 )  # fmt: skip
+
+
+@functools.cache
+def runtime_code_paths() -> tuple[str, ...]:
+    """Where the interpreter, installed packages and this package live (symlinks resolved)."""
+    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths.update((sys.prefix, sys.base_prefix, sys.exec_prefix))
+    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return tuple(sorted({os.path.realpath(p) for p in paths}))
 
 
 def _within(root: str, path: str) -> bool:
@@ -64,9 +76,15 @@ class GrantPolicy:
             "must be [low, high] within 1-65535",
         )
 
-    def refusals(self, manifest: Manifest) -> list[PolicyRefused]:
-        """Every permission of ``manifest`` that this policy will not grant."""
+    def refusals(self, manifest: Manifest, plugin_root: str | None = None) -> list[PolicyRefused]:
+        """Every permission of ``manifest`` that this policy will not grant.
+
+        Write access is never granted over code that runs outside the sandbox or in another
+        worker: the interpreter, site-packages, this package, and the plugin directory
+        (``plugin_root``). A ``.pth`` file dropped there would run before any sandbox layer.
+        """
         out: list[PolicyRefused] = []
+        protected = runtime_code_paths() + ((os.path.realpath(plugin_root),) if plugin_root else ())
 
         def refuse(permission: str, message: str) -> None:
             out.append(PolicyRefused(manifest.name, permission, message))
@@ -77,7 +95,13 @@ class GrantPolicy:
             resolved = os.path.realpath(rule.path)
             shown = rule.path if resolved == rule.path else f"{rule.path} (resolves to {resolved})"
             denied = [d for d in self.denied_paths if _within(d, resolved) or _within(resolved, d)]
-            if denied:
+            code = [p for p in protected if _within(p, resolved) or _within(resolved, p)]
+            if rule.mode is not FileMode.READ and code:
+                refuse(
+                    at,
+                    f"{shown}: writing there could change code that runs outside the sandbox ({code[0]})",
+                )
+            elif denied:
                 refuse(at, f"{shown} is refused by host policy: it overlaps {denied[0]}")
             elif self.allowed_path_roots is not None and not any(
                 _within(root, resolved) for root in self.allowed_path_roots
@@ -128,8 +152,8 @@ class GrantPolicy:
             refuse("$.permissions.usb", "USB access is disabled by host policy")
         return out
 
-    def enforce(self, manifest: Manifest) -> None:
+    def enforce(self, manifest: Manifest, plugin_root: str | None = None) -> None:
         """Raise ``PolicyRefused`` for the first refused permission, if any."""
-        refusals = self.refusals(manifest)
+        refusals = self.refusals(manifest, plugin_root)
         if refusals:
             raise refusals[0]
