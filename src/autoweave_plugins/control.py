@@ -9,13 +9,13 @@ malformed request gets ``{"ok": false, "error": ...}`` naming what was wrong.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
+import stat
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from autoweave_plugins.errors import AutoweaveError
+from autoweave_plugins.errors import AutoweaveError, ConfigError
 
 if TYPE_CHECKING:
     from autoweave_plugins.manager import PluginManager
@@ -27,9 +27,28 @@ MAX_REQUEST = 64 * 1024
 
 
 def default_control_path() -> str:
+    """$XDG_RUNTIME_DIR/autoweave-plugins.sock, else a socket in a private 0700 directory of
+    the temp dir (a predictable name directly in /tmp could be taken by another user)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
-    return os.path.join(base, f"autoweave-plugins-{os.getuid()}.sock")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "autoweave-plugins.sock")
+    return os.path.join(tempfile.gettempdir(), f"autoweave-plugins-{os.getuid()}", "control.sock")
+
+
+def _prepare(path: str) -> None:
+    """Make the socket's folder private and remove a stale socket of ours; refuse otherwise."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode):
+        raise ConfigError("--control", f"{folder} is not a directory owned by this user")
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if existing.st_uid != os.getuid() or not stat.S_ISSOCK(existing.st_mode):
+        raise ConfigError("--control", f"{path} exists and is not this user's socket")
+    os.unlink(path)  # a stale socket of ours (a host that is running still answers on it)
 
 
 async def _answer(
@@ -83,8 +102,7 @@ async def serve_control(
         finally:
             writer.close()
 
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    _prepare(path)
     old_umask = os.umask(0o177)
     try:
         return await asyncio.start_unix_server(handle, path, limit=MAX_REQUEST)

@@ -293,19 +293,35 @@ class PluginManager:
         record = self.records[name]
         record.state = PluginState.LOADING
         started = time.monotonic()
+        plugin = record.plugin
         try:
-            self.config.policy.enforce(record.plugin.manifest, str(self.config.plugin_directory))
-            worker = await self._start_worker(record.plugin, deadline, record)
-        except AutoweaveError as exc:
-            record.state = PluginState.FAILED if not record.workers else PluginState.ACTIVE
-            self._report_error(record, exc)
+            self.config.policy.enforce(plugin.manifest, str(self.config.plugin_directory))
+            worker = await self._start_worker(plugin, deadline, record)
+        except BaseException as exc:  # a timeout arrives as a cancellation: reset the state too
+            record.state = PluginState.IDLE if record.workers else PluginState.FAILED
+            if isinstance(exc, AutoweaveError):
+                self._report_error(record, exc)
             raise
+        if not await self._still_wanted(record, plugin, worker):
+            raise LoadError(
+                "superseded while loading (reloaded, removed, or the manager stopped)", name
+            )
         self._attach(record, worker)
         record.loaded_at = time.time()
         record.state = PluginState.IDLE
         seconds = time.monotonic() - started
         self.metrics.load_seconds.labels(name).observe(seconds)
         self.bus.emit("plugin:loaded", record.view(), pid=worker.pid, seconds=round(seconds, 6))
+
+    async def _still_wanted(
+        self, record: PluginRecord, plugin: DiscoveredPlugin, worker: WorkerProcess
+    ) -> bool:
+        """After an await: is this worker still for the current version of a known plugin?
+        If not, retire it, rather than attach a stale version or leave an orphan."""
+        if self._running and self.records.get(record.name) is record and record.plugin is plugin:
+            return True
+        await self.pool.retire(worker, "reload", self.config.worker_pool.unload_timeout)
+        return False
 
     def _listeners(self, record: PluginRecord, plugin: DiscoveredPlugin) -> list[socket.socket]:
         """The plugin's inbound listening sockets: bound once, reused by restarts and reloads."""
@@ -373,6 +389,11 @@ class PluginManager:
         self, name: str, hook: str, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> Any:
         """Call ``hook`` of plugin ``name``, loading it first if needed. Returns its result."""
+        if not self._running:
+            raise LoadError(
+                "the manager is not running: use 'async with manager' or 'await manager.start()'",
+                name,
+            )
         record = self._record(name)
         if record.breaker.open:
             raise PluginFailed(
@@ -433,8 +454,12 @@ class PluginManager:
         async def scale() -> None:
             try:
                 deadline = time.monotonic() + self.config.loader.load_timeout
-                worker = await self._start_worker(record.plugin, deadline, record)
-                self._attach(record, worker)
+                plugin = record.plugin
+                worker = await self._start_worker(plugin, deadline, record)
+                if await self._still_wanted(record, plugin, worker) and record.workers:
+                    self._attach(record, worker)
+                elif worker.alive:
+                    await self.pool.retire(worker, "idle", self.config.worker_pool.unload_timeout)
             except AutoweaveError as exc:
                 log.warning("scale-out of %s failed: %s", record.name, exc)
             finally:
@@ -513,7 +538,9 @@ class PluginManager:
             record.drop_worker(worker)
         await self._retire_workers(record, targets, reason)
         if workers is None:
-            record.state = state
+            # A call may have loaded the plugin again while onUnload ran: then it stays loaded.
+            if not record.workers and not self.scheduler.in_progress(record.name):
+                record.state = state
             if targets:
                 self.bus.emit("plugin:unloaded", record.view(), reason=reason)
 
@@ -570,6 +597,10 @@ class PluginManager:
 
     async def _swap(self, record: PluginRecord, found: DiscoveredPlugin) -> None:
         """Start ``found`` beside the running version; route calls to it only once it loaded."""
+        if not record.workers and self.scheduler.in_progress(record.name):
+            # A load of the old version is under way: let it finish, then swap over it.
+            with contextlib.suppress(AutoweaveError):
+                await self.scheduler.request(record.name, record.priority)
         if not record.workers:
             record.plugin = found  # not running: the next call loads the new version
             record.fingerprint = self._fingerprint(found)
@@ -664,7 +695,7 @@ class PluginManager:
         started = record.worker_started.get(worker)
         attached = worker in record.workers
         record.drop_worker(worker)
-        if not attached or reason not in CRASH_REASONS:
+        if not attached or reason not in CRASH_REASONS or record.breaker.open:
             return
         now = time.monotonic()
         if started is not None and now - started >= self.config.worker_pool.healthy_period:
@@ -675,6 +706,7 @@ class PluginManager:
         self._report_error(record, error, reason=reason)
         if record.breaker.record_crash(now):
             for other in list(record.workers):
+                record.drop_worker(other)  # detached first: their exits are not new crashes
                 other.kill("crashed")
             record.state = PluginState.FAILED
             self.bus.emit("plugin:failed", record.view(), crashes=len(record.breaker.crashes))
@@ -721,7 +753,14 @@ class PluginManager:
                     )
                     worker.kill("memory")
 
-        checks = [check(r, w) for r in self.records.values() for w in list(r.workers) if w.alive]
+        # A worker running a call is not pinged: a sync hook blocks its loop, and the call's
+        # own timeout already bounds it.
+        checks = [
+            check(r, w)
+            for r in self.records.values()
+            for w in list(r.workers)
+            if w.alive and not r.busy.get(w, 0)
+        ]
         checks += [check(None, w) for w in list(self.pool.spares) if w.alive]
         await asyncio.gather(*checks)
 

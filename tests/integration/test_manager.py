@@ -16,6 +16,7 @@ import pytest
 from autoweave_plugins import PluginManager, Priority
 from autoweave_plugins.errors import (
     ConfigError,
+    LoadError,
     PluginCrashed,
     PluginFailed,
     UnknownHook,
@@ -233,14 +234,29 @@ async def test_breaker_opens_and_reload_closes_it(plugins: Path) -> None:
         assert await m.call("delta", "onWork", 4) == 4
 
 
-async def test_hung_worker_is_killed_by_the_health_check(plugins: Path) -> None:
+async def test_health_check_kills_a_hung_worker_but_not_a_busy_one(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    code = CODE + (
+        "import re, threading\n"
+        "def hang():\n"
+        "    # Catastrophic backtracking holds the GIL in C: the worker cannot answer a ping.\n"
+        "    threading.Timer(0.2, re.match, args=(r'(a+)+$', 'a' * 64 + 'b')).start()  # after the reply\n"
+    )
+    folder = root / "stuck"
+    folder.mkdir(parents=True)
+    hooks = {**HOOKS, "onHang": "hang"}
+    (folder / "autoweave.plugin.json").write_text(
+        json.dumps({"name": "stuck", "version": "1.0.0", "entry": "main.py", "hooks": hooks})
+    )
+    (folder / "main.py").write_text(code)
     reasons: list[str] = []
-    m = manager(plugins, worker_pool={"health_check_interval": 0.2, "health_check_timeout": 0.3})
+    m = manager(root, worker_pool={"health_check_interval": 0.2, "health_check_timeout": 0.3})
     m.on("worker:terminated", lambda e: reasons.append(e.data["reason"]))
     async with m:
-        with pytest.raises(PluginCrashed):
-            await m.call("alpha", "onBlock", 30, timeout=60)
-        for _ in range(100):  # the event follows once the killed process is reaped
+        await m.call("stuck", "onBlock", 1.2, timeout=10)  # busy in a sync hook: not "unhealthy"
+        assert reasons == []
+        await m.call("stuck", "onHang")
+        for _ in range(200):  # the event follows once the killed process is reaped
             if reasons:
                 break
             await asyncio.sleep(0.01)
@@ -382,3 +398,11 @@ async def test_worker_over_its_memory_budget_is_killed(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.02)
         assert "memory" in reasons
+
+
+async def test_calls_after_stop_fail_with_a_typed_error(plugins: Path) -> None:
+    m = manager(plugins)
+    async with m:
+        await m.call("alpha", "onWork")
+    with pytest.raises(LoadError, match="not running"):
+        await m.call("alpha", "onWork")

@@ -98,6 +98,8 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     pid = os.getpid()
     flt.add_rule(deny, "kill", sc.Arg(0, sc.NE, pid))
     flt.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, pid))
+    flt.add_rule(deny, "rt_sigqueueinfo", sc.Arg(0, sc.NE, pid))
+    flt.add_rule(deny, "rt_tgsigqueueinfo", sc.Arg(0, sc.NE, pid))
     # Scheduling and memory placement of other processes (a sibling worker has the same uid):
     # allowed only on itself, which these calls spell as pid 0.
     for name, arg in SELF_ONLY:
