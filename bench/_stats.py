@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from autoweave_plugins.stats import percentile
+
 
 def per_call_us(fn: Callable[[], object], *, calls: int, repeats: int = 7) -> dict[str, float]:
     """Median/min over ``repeats`` batches of ``calls`` calls, in microseconds per call."""
@@ -21,6 +23,19 @@ def per_call_us(fn: Callable[[], object], *, calls: int, repeats: int = 7) -> di
             fn()
         samples.append((time.perf_counter_ns() - start) / calls / 1000)
     return {"median_us": round(statistics.median(samples), 3), "min_us": round(min(samples), 3)}
+
+
+def summary_ms(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(samples) * 1e3, 2),
+        "min_ms": round(min(samples) * 1e3, 2),
+    }
+
+
+def summary_us(samples: list[float]) -> dict[str, float]:
+    p99 = percentile(samples, 0.99)
+    assert p99 is not None, "no samples"
+    return {"p50_us": round(statistics.median(samples) * 1e6, 1), "p99_us": round(p99 * 1e6, 1)}
 
 
 def emit(name: str, results: dict[str, Any]) -> None:

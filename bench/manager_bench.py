@@ -29,7 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from _stats import emit, pin, unpin
+from _stats import emit, pin, summary_ms, summary_us, unpin
 from worker_bench import start_floor
 
 from autoweave_plugins import PluginManager
@@ -41,21 +41,6 @@ def trivial(root: Path, name: str) -> None:
     doc = {"name": name, "version": "1.0.0", "entry": "main.py", "hooks": {"onTrivial": "trivial"}}
     (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
     (folder / "main.py").write_text("def trivial():\n    return None\n")
-
-
-def ms(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(statistics.median(samples) * 1000, 2),
-        "min_ms": round(min(samples) * 1000, 2),
-    }
-
-
-def us(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_us": round(statistics.median(ordered) * 1e6, 1),
-        "p99_us": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e6, 1),
-    }
 
 
 async def bare_spawns(count: int) -> list[float]:
@@ -108,8 +93,8 @@ async def round_trips_and_crash(root: Path, calls: int, crashes: int) -> dict[st
                 await host.call(ident)
                 floor.append(time.perf_counter() - start)
             placements[placement] = {
-                "call_round_trip": us(ours),
-                "ipc_floor_round_trip": us(floor),
+                "call_round_trip": summary_us(ours),
+                "ipc_floor_round_trip": summary_us(floor),
                 "call_ratio_p50": round(statistics.median(ours) / statistics.median(floor), 2),
             }
         unpin()
@@ -130,7 +115,10 @@ async def round_trips_and_crash(root: Path, calls: int, crashes: int) -> dict[st
     assert host.transport is not None
     host.transport.close()
     await echo.wait()
-    return {"call_vs_ipc_floor_pinned": placements, "crash_to_serving_first_restart": ms(restart)}
+    return {
+        "call_vs_ipc_floor_pinned": placements,
+        "crash_to_serving_first_restart": summary_ms(restart),
+    }
 
 
 def pss_of(pids: list[int]) -> int:
@@ -172,7 +160,7 @@ async def scale(root: Path, count: int) -> dict[str, Any]:
             "host_rss_mb": round(me.memory_info().rss / 2**20, 1),
             "workers_pss_sum_mb": round(pss_of(pids) / 2**20, 1),
             "host_idle_cpu_percent": round(idle_cpu * 100, 2),
-            "broadcast_all": ms(broadcasts),
+            "broadcast_all": summary_ms(broadcasts),
         }
 
 
@@ -188,7 +176,7 @@ def process_pool(calls: int) -> dict[str, float]:
             start = time.perf_counter()
             executor.submit(_noop).result()
             samples.append(time.perf_counter() - start)
-    return us(samples)
+    return summary_us(samples)
 
 
 async def main() -> None:
@@ -206,8 +194,8 @@ async def main() -> None:
     emit(
         "manager",
         {
-            "lazy_load_through_call_warm_pool": ms(lazy),
-            "bare_python_I_S_spawn": ms(bare),
+            "lazy_load_through_call_warm_pool": summary_ms(lazy),
+            "bare_python_I_S_spawn": summary_ms(bare),
             "lazy_load_ratio_to_bare_spawn_p50": round(
                 statistics.median(lazy) / statistics.median(bare), 3
             ),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import emit, pin, unpin
+from _stats import emit, pin, summary_ms, summary_us, unpin
 
 from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
 from autoweave_plugins.manifest import ManifestCache
@@ -49,25 +49,6 @@ while True:
         body = msgpack.packb([11, frame[1], None])
         sock.sendall(len(body).to_bytes(4, "big") + body)
 """
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary_us(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_us": round(statistics.median(samples) * 1e6, 1),
-        "p99_us": round(pct(samples, 0.99) * 1e6, 1),
-    }
-
-
-def summary_ms(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(statistics.median(samples) * 1e3, 2),
-        "min_ms": round(min(samples) * 1e3, 2),
-    }
 
 
 class EchoHost(asyncio.Protocol):

@@ -128,7 +128,6 @@ class PluginManager:
         self.metrics = ManagerMetrics(self)
         self._background: set[asyncio.Task[Any]] = set()
         self._running = False
-        self._started_at: float | None = None
         self._reported_problems: set[tuple[str, tuple[Any, ...]]] = set()
         self.watcher: PluginWatcher | None = None
 
@@ -151,7 +150,6 @@ class PluginManager:
         if self._running:
             return
         self._running = True
-        self._started_at = time.monotonic()
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self.rescan()
         await self.pool.start()
@@ -824,6 +822,7 @@ class PluginManager:
                 "assigned": assigned,
                 "busy": busy,
                 "created": self.pool.created,
+                "spawn_failures": self.pool.spawn_failures,
                 "terminated": dict(self.pool.terminated),
             },
             "loader": {
@@ -882,10 +881,6 @@ class PluginManager:
             "worker_metrics": workers,
             "plugin_metrics": [w.metrics.snapshot() for w in record.workers],
         }
-
-    @property
-    def plugin_names(self) -> list[str]:
-        return sorted(self.records)
 
     def state(self, name: str) -> PluginState:
         return self._record(name).state

@@ -101,7 +101,6 @@ class WorkerStats:
     calls: int = 0
     errors: int = 0
     latency: LatencyWindow = field(default_factory=LatencyWindow)
-    last_pong: dict[str, Any] = field(default_factory=dict)
     rss: int | None = None  # measured by the host at the last health check
 
 
@@ -550,7 +549,6 @@ class WorkerProcess(asyncio.Protocol):
         except TimeoutError:
             self.kill("unhealthy")
             raise WorkerError(f"no pong within {timeout:g} s; worker killed", self.plugin) from None
-        self.stats.last_pong = info
         return info
 
 

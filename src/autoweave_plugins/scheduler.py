@@ -68,7 +68,6 @@ class LoadScheduler(Generic[Key]):
         self.loads_ok = 0
         self.loads_failed = 0
         self.load_times = LatencyWindow()
-        self.started_order: list[Key] = []
 
     @property
     def queued(self) -> int:
@@ -95,7 +94,6 @@ class LoadScheduler(Generic[Key]):
             if item.future.done():  # cancelled while queued
                 continue
             self.loading += 1
-            self.started_order.append(item.key)
             task = asyncio.ensure_future(self._run(item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
