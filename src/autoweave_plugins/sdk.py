@@ -25,14 +25,13 @@ import math
 import os
 import re
 import socket
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, overload
 
 from autoweave_plugins.errors import FetchError, InvalidPath, PermissionDenied
 from autoweave_plugins.permissions.paths import Access, PathPolicy
-from autoweave_plugins.worker.http import Handler, HTTPResponse, Request, start_servers
 
 __all__ = [
     "FetchError",
@@ -66,13 +65,42 @@ config: Mapping[str, Any] = MappingProxyType({})
 """Settings the host gives this plugin (read-only)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request to the plugin's inbound port, as ``serve``'s handler receives it."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """What a ``serve`` handler may return when a plain body is not enough."""
+
+    status: int = 200
+    body: bytes | str = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
 class _Runtime(Protocol):
+    """The worker runtime, as the SDK sees it; bound by the runtime itself (``_bind``)."""
+
     paths: PathPolicy
     listeners: list[socket.socket]
     servers: list[asyncio.Server]
 
     def request(self, op: str, payload: dict[str, Any]) -> Awaitable[Any]: ...
     def send_metric(self, name: str, value: float, labels: dict[str, str]) -> None: ...
+    async def start_servers(self, handler: Handler) -> list[asyncio.Server]: ...
 
 
 _runtime: _Runtime | None = None
@@ -178,7 +206,7 @@ async def serve(handler: Handler) -> None:
         raise PermissionDenied("network.inbound", "the manifest declares no inbound port")
     if runtime.servers:
         raise RuntimeError("serve() was already called")
-    runtime.servers.extend(await start_servers(runtime.listeners, handler))
+    runtime.servers.extend(await runtime.start_servers(handler))
 
 
 async def fetch(

@@ -245,7 +245,8 @@ async def test_workers_do_not_carry_the_host_stack(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "HOST = ('httpx', 'prometheus_client', 'watchfiles', 'psutil', 'rich', 'autoweave_plugins.manager',\n"
-        "        'autoweave_plugins.process', 'autoweave_plugins.pool', 'autoweave_plugins.broker.fetch')\n"
+        "        'autoweave_plugins.process', 'autoweave_plugins.pool', 'autoweave_plugins.broker.fetch',\n"
+        "        'autoweave_plugins.channel', 'autoweave_plugins.output', 'autoweave_plugins.broker.service')\n"
         "def loaded():\n"
         "    return [m for m in HOST if m in sys.modules]\n"
     )

@@ -114,7 +114,7 @@ async def test_bad_frames_end_only_that_worker(
         await asyncio.wait_for(worker.wait_closed(), 5)
         assert worker.exit_reason == "protocol"
         assert not process_exists(pid)
-        assert worker.decoder.buffered < 16 * MB
+        assert worker.channel.decoder.buffered < 16 * MB
         # Nothing more reaches a worker that broke the protocol.
         with pytest.raises(PluginCrashed):
             await worker.call("onInject", route, via_socket, timeout=CALL_TIMEOUT)

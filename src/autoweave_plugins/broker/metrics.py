@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from autoweave_plugins.ratelimit import TokenBucket
 
 __all__ = ["PluginMetrics"]
 
@@ -38,11 +39,11 @@ class PluginMetrics:
     dropped_rate: int = 0
     dropped_series: int = 0
     rejected: int = 0
-    _tokens: float = 0.0
-    _stamp: float = field(default_factory=time.monotonic)
+    _bucket: TokenBucket = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._tokens = self.per_second  # a full bucket: the first burst is allowed
+        # A second's worth may come at once: the first burst is allowed.
+        self._bucket = TokenBucket(self.per_second, self.per_second)
 
     def record(self, name: Any, value: Any, labels: Any) -> bool:
         """Store one sample if it is valid and within limits. Returns whether it was kept."""
@@ -61,13 +62,9 @@ class PluginMetrics:
         ):
             self.rejected += 1
             return False
-        now = time.monotonic()
-        self._tokens = min(self.per_second, self._tokens + (now - self._stamp) * self.per_second)
-        self._stamp = now
-        if self._tokens < 1:
+        if not self._bucket.allow():
             self.dropped_rate += 1
             return False
-        self._tokens -= 1
         key = (name, tuple(sorted(labels.items())))
         series = self.series.get(key)
         if series is None:

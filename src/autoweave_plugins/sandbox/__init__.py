@@ -19,12 +19,12 @@ from typing import Any
 from landlockpy import AccessFS
 
 from autoweave_plugins.errors import SandboxUnavailable
+from autoweave_plugins.rpc import WorkerSpec
 from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
 from autoweave_plugins.sandbox.privileges import drop_privileges
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
 from autoweave_plugins.sandbox.rlimits import apply_rlimits
 from autoweave_plugins.sandbox.seccomp import build_filter, load_filter
-from autoweave_plugins.worker.spec import WorkerSpec
 
 __all__ = ["Prepared", "apply_sandbox", "prepare", "probe", "runtime_read_paths"]
 

@@ -1,1 +1,1 @@
-"""The worker process: entry point, assignment payload and hook runtime (sandbox side)."""
+"""The worker process: entry point, hook runtime and inbound HTTP server (sandbox side)."""

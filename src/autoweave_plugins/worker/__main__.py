@@ -13,11 +13,10 @@ import socket
 import sys
 
 from autoweave_plugins.errors import ProtocolError, SandboxUnavailable
-from autoweave_plugins.rpc import FrameDecoder, Kind, encode
+from autoweave_plugins.rpc import FrameDecoder, Kind, WorkerSpec, encode, wire_error
 from autoweave_plugins.sandbox import apply_sandbox, prepare
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.worker import runtime
-from autoweave_plugins.worker.spec import WorkerSpec
 
 EXIT_SANDBOX = 3
 EXIT_PROTOCOL = 4
@@ -66,7 +65,7 @@ def main() -> int:
     try:
         report = apply_sandbox(spec, prepared)
     except SandboxUnavailable as exc:
-        error = {"type": "SandboxUnavailable", "message": str(exc), "traceback": ""}
+        error = wire_error("SandboxUnavailable", str(exc), "")
         sock.sendall(encode([Kind.ERROR, ident, error]))
         return EXIT_SANDBOX
     listeners = [socket.socket(fileno=fd) for fd in inbound]

@@ -2,7 +2,8 @@
 
 Parsing is h11's (already installed with httpx); this module only adds limits and the
 handler contract. One request per connection, bounded headers, body and time, so a slow or
-hostile client can tie up a connection, not the plugin.
+hostile client can tie up a connection, not the plugin. The types a handler sees and returns
+(``Request``, ``HTTPResponse``) are the SDK's, defined in ``sdk`` where plugin authors look.
 """
 
 from __future__ import annotations
@@ -13,41 +14,20 @@ import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-__all__ = ["HTTPResponse", "Request", "start_servers", "stop_servers"]
+from autoweave_plugins.sdk import Handler, HTTPResponse, Request
+
+__all__ = ["start_servers", "stop_servers"]
 
 log = logging.getLogger("autoweave.plugin")
 
 MAX_HEADERS = 64 * 1024
 MAX_BODY = 1 << 20
 REQUEST_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPResponse:
-    status: int = 200
-    body: bytes | str = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-Handler = Callable[[Request], Awaitable[Any]]
 
 
 def _to_response(value: Any) -> HTTPResponse:

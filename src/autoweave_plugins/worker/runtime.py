@@ -17,34 +17,33 @@ import os
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 from autoweave_plugins import sdk
 from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
 from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
-from autoweave_plugins.rpc import FrameDecoder, Kind, encode
+from autoweave_plugins.ratelimit import TokenBucket
+from autoweave_plugins.rpc import (
+    FrameDecoder,
+    Kind,
+    WorkerSpec,
+    encode,
+    exception_to_wire,
+    read_wire_error,
+    wire_error,
+)
 from autoweave_plugins.sandbox.imports import ImportGuard
-from autoweave_plugins.worker.http import stop_servers
-from autoweave_plugins.worker.spec import WorkerSpec
+from autoweave_plugins.worker.http import start_servers, stop_servers
 
-__all__ = ["PluginRuntime", "format_error"]
+__all__ = ["PluginRuntime"]
 
-MAX_TRACEBACK = 16 * 1024
 EXIT_GRACE = 0.8  # for inbound requests in progress; the host sends SIGTERM after 1 s
 _REMOTE_ERRORS: dict[str, Callable[[str], Exception]] = {
     "PermissionDenied": lambda message: PermissionDenied("network.outbound", message),
     "InvalidURL": lambda message: InvalidURL("", message),
     "FetchError": FetchError,
 }
-
-
-def format_error(exc: BaseException) -> dict[str, str]:
-    text = "".join(traceback.format_exception(exc))
-    if len(text) > MAX_TRACEBACK:
-        text = "...\n" + text[-MAX_TRACEBACK:]
-    return {"type": type(exc).__name__, "message": str(exc)[:4096], "traceback": text}
 
 
 class _HostLogHandler(logging.Handler):
@@ -67,9 +66,7 @@ class PluginRuntime(asyncio.Protocol):
         self.request_ids = itertools.count(1)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
-        self.metric_tokens = spec.metrics_per_second
-        self.metric_stamp = time.monotonic()
-        self.metrics_dropped = 0
+        self.metric_bucket = TokenBucket(spec.metrics_per_second, spec.metrics_per_second)
         self.calls = 0
         self.listeners: list[socket.socket] = []
         self.servers: list[asyncio.Server] = []
@@ -117,22 +114,13 @@ class PluginRuntime(asyncio.Protocol):
         function = self.hooks.get(hook)
         if function is None:
             declared = ", ".join(sorted(self.hooks)) or "none"
-            self.send(
-                [
-                    Kind.ERROR,
-                    ident,
-                    {
-                        "type": "UnknownHook",
-                        "message": f"hook {hook!r} is not declared (declared: {declared})",
-                        "traceback": "",
-                    },
-                ]
-            )
+            message = f"hook {hook!r} is not declared (declared: {declared})"
+            self.send([Kind.ERROR, ident, wire_error("UnknownHook", message, "")])
             return
         try:
             result = function(*args, **kwargs)
         except BaseException as exc:
-            self.send([Kind.ERROR, ident, format_error(exc)])
+            self.send([Kind.ERROR, ident, exception_to_wire(exc)])
             return
         if inspect.isawaitable(result):
             self.tasks[ident] = asyncio.ensure_future(self._finish(ident, result))
@@ -143,15 +131,10 @@ class PluginRuntime(asyncio.Protocol):
         try:
             result = await awaitable
         except asyncio.CancelledError:
-            self.send(
-                [
-                    Kind.ERROR,
-                    ident,
-                    {"type": "CancelledError", "message": "cancelled by the host", "traceback": ""},
-                ]
-            )
+            error = wire_error("CancelledError", "cancelled by the host", "")
+            self.send([Kind.ERROR, ident, error])
         except BaseException as exc:
-            self.send([Kind.ERROR, ident, format_error(exc)])
+            self.send([Kind.ERROR, ident, exception_to_wire(exc)])
         else:
             self._reply(ident, result)
         finally:
@@ -161,11 +144,8 @@ class PluginRuntime(asyncio.Protocol):
         try:
             frame = encode([Kind.RESULT, ident, result])
         except (TypeError, ValueError, OverflowError) as exc:
-            error = {
-                "type": "TypeError",
-                "message": f"the hook returned a value that cannot be sent to the host: {exc}",
-                "traceback": "",
-            }
+            message = f"the hook returned a value that cannot be sent to the host: {exc}"
+            error = wire_error("TypeError", message, "")
             self.send([Kind.ERROR, ident, error])
             return
         assert self.transport is not None
@@ -182,7 +162,7 @@ class PluginRuntime(asyncio.Protocol):
             "rss": rss,
             "calls": self.calls,
             "tasks": len(self.tasks),
-            "metrics_dropped": self.metrics_dropped,
+            "metrics_dropped": self.metric_bucket.denied,
         }
 
     # --- requests to the host (SDK) ------------------------------------------------------
@@ -201,20 +181,17 @@ class PluginRuntime(asyncio.Protocol):
         if frame[0] == Kind.REPLY:
             future.set_result(frame[2])
         else:
-            error = frame[2] if isinstance(frame[2], dict) else {}
-            make = _REMOTE_ERRORS.get(str(error.get("type")), FetchError)
-            future.set_exception(make(str(error.get("message", "request failed"))))
+            error = read_wire_error(frame[2], default_message="request failed")
+            make = _REMOTE_ERRORS.get(error.type, FetchError)
+            future.set_exception(make(error.message))
 
     def send_metric(self, name: str, value: float, labels: dict[str, str]) -> None:
-        now = time.monotonic()
-        rate = self.spec.metrics_per_second
-        self.metric_tokens = min(rate, self.metric_tokens + (now - self.metric_stamp) * rate)
-        self.metric_stamp = now
-        if self.metric_tokens < 1:
-            self.metrics_dropped += 1
-            return
-        self.metric_tokens -= 1
-        self.send([Kind.METRIC, 0, name, value, labels])
+        if self.metric_bucket.allow():
+            self.send([Kind.METRIC, 0, name, value, labels])
+
+    async def start_servers(self, handler: sdk.Handler) -> list[asyncio.Server]:
+        """Serve ``autoweave.serve``'s handler on the listening sockets the host handed over."""
+        return await start_servers(self.listeners, handler)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -274,7 +251,7 @@ async def serve(
     try:
         info = await runtime.load()
     except BaseException as exc:
-        runtime.send([Kind.ERROR, assign_id, format_error(exc)])
+        runtime.send([Kind.ERROR, assign_id, exception_to_wire(exc)])
         await asyncio.sleep(0)
         return
     info["load_ms"] = round((time.perf_counter() - started) * 1000, 3)

@@ -1,14 +1,9 @@
-"""The RPC wire format shared by host and worker: 4-byte length-prefixed msgpack frames.
-
-Every frame is a msgpack array ``[kind, id, *fields]``. ``kind`` is one of the small integers
-below; ``id`` pairs a reply with its request (0 for one-way frames). Request ids are chosen by
-the side that sends the request, so host and worker id spaces never collide: the host's
-requests are CALL/PING/ASSIGN, the worker's are REQUEST.
+"""Framing: 4-byte length-prefixed msgpack, with a size cap and a decode budget.
 
 Written here rather than taken from a library: the framing is eight lines, and what matters is
-the checking, which is ours: a size cap enforced before a frame is buffered, and shape checks
-(``check_worker_frame``) so that a hostile worker's frame can only ever become a clean
-``ProtocolError``.
+the checking, which is ours: a size cap enforced before a frame is buffered, and a budget on
+what one frame may decode to, so that a hostile worker's bytes can only ever become a clean
+``ProtocolError``. What a frame must look like is ``shapes``' business.
 """
 
 from __future__ import annotations
@@ -19,13 +14,7 @@ import msgpack
 
 from autoweave_plugins.errors import ProtocolError
 
-__all__ = [
-    "DEFAULT_MAX_FRAME",
-    "FrameDecoder",
-    "Kind",
-    "check_worker_frame",
-    "encode",
-]
+__all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "encode"]
 
 DEFAULT_MAX_FRAME: Final = 8 << 20
 DEFAULT_MAX_CONTAINERS: Final = 100_000
@@ -35,25 +24,6 @@ wire bound memory only for long strings: an empty map or a 2-character string is
 msgpack and 50-70 bytes of Python, so 8 MiB of them would cost the host 150-600 MB. Counting
 as containers are built stops that at a few tens of MB. Bulk data belongs in bytes values."""
 _HEADER = 4
-
-
-class Kind:
-    """Frame kinds. Host to worker below 10, worker to host from 10."""
-
-    ASSIGN: Final = 1  # [1, id, spec]
-    CALL: Final = 2  # [2, id, hook, args, kwargs]
-    CANCEL: Final = 3  # [3, id]
-    PING: Final = 4  # [4, id]
-    REPLY: Final = 5  # [5, id, value]             answer to a worker REQUEST
-    REPLY_ERROR: Final = 6  # [6, id, {type, message}]
-    EXIT: Final = 7  # [7, 0]
-    READY: Final = 10  # [10, 0, info]
-    RESULT: Final = 11  # [11, id, value]
-    ERROR: Final = 12  # [12, id, {type, message, traceback}]
-    PONG: Final = 13  # [13, id, info]
-    REQUEST: Final = 14  # [14, id, op, payload]
-    METRIC: Final = 15  # [15, 0, name, value, labels]
-    LOG: Final = 16  # [16, 0, level, message]
 
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -142,32 +112,3 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
-
-
-_WORKER_SHAPES: Final = {
-    Kind.READY: (3, dict),
-    Kind.RESULT: (3, None),
-    Kind.ERROR: (3, dict),
-    Kind.PONG: (3, dict),
-    Kind.REQUEST: (4, str),
-    Kind.METRIC: (5, str),
-    Kind.LOG: (4, int),
-}
-
-
-def check_worker_frame(frame: Any) -> tuple[int, int]:
-    """Check a frame from a worker has a known kind and shape; return (kind, id)."""
-    if type(frame) is not list or len(frame) < 2:
-        raise ProtocolError(f"frame must be an array [kind, id, ...], got {type(frame).__name__}")
-    kind, ident = frame[0], frame[1]
-    shape = _WORKER_SHAPES.get(kind) if type(kind) is int else None
-    if shape is None:
-        raise ProtocolError(f"unknown frame kind {kind!r}")
-    if type(ident) is not int or ident < 0:
-        raise ProtocolError(f"frame id must be a non-negative integer, got {ident!r}")
-    length, third = shape
-    if len(frame) != length:
-        raise ProtocolError(f"frame kind {kind} must have {length} fields, got {len(frame)}")
-    if third is not None and type(frame[2]) is not third:
-        raise ProtocolError(f"frame kind {kind}: field 2 must be {third.__name__}")
-    return kind, ident

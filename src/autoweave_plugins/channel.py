@@ -1,0 +1,261 @@
+"""The host's end of a worker's RPC channel: its single checkpoint at the trust boundary.
+
+Every byte a worker sends arrives here. Frames are decoded under a size cap and a budget,
+checked against their shape, and only then dispatched: an answer resolves the host's pending
+request with that id; a REQUEST, METRIC or LOG frame goes to the route its owner gave
+(``Routes``). A frame that breaks the protocol fails every request in flight with
+``ProtocolError`` and is reported to the owner, which ends the worker.
+
+Errors cross here in both directions: an ERROR frame becomes the host's exception for what was
+asked (``LoadError`` for an assignment, ``UnknownHook``, ``HookError``), and a refusal of the
+host's becomes the REPLY_ERROR map the worker's SDK turns back into an exception.
+
+The channel knows frames, ids and the socket; it does not know the process. Starting, killing
+and reaping the worker is ``process``' job.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autoweave_plugins.errors import (
+    AutoweaveError,
+    HookError,
+    LoadError,
+    PermissionDenied,
+    PluginCrashed,
+    ProtocolError,
+    SandboxUnavailable,
+    UnknownHook,
+    WorkerError,
+)
+from autoweave_plugins.rpc import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    Kind,
+    check_worker_frame,
+    encode,
+    read_wire_error,
+    wire_error,
+)
+
+__all__ = ["ASSIGN_HOOK", "PING_HOOK", "Channel", "Routes"]
+
+ASSIGN_HOOK = "<assign>"
+"""What an ASSIGN request is called where a hook name is expected (errors, pending requests)."""
+PING_HOOK = "<ping>"
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """Where the channel sends what is not an answer to one of the host's requests."""
+
+    request: Callable[[int, str, Any], None]
+    """A REQUEST frame: ``(id, op, payload)``; answered later with ``reply``/``reply_error``."""
+    metric: Callable[[Any, Any, Any], object]
+    """A METRIC frame: ``(name, value, labels)``, unchecked beyond the frame's shape."""
+    log: Callable[[int, Any], None]
+    """A LOG frame: ``(level, message)``."""
+    violation: Callable[[ProtocolError], None]
+    """The worker broke the protocol; everything in flight has already failed."""
+    lost: Callable[[], None]
+    """The socket closed: the worker exited or is exiting."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Any]
+    hook: str
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class Channel(asyncio.Protocol):
+    """One worker's socket. ``open`` it on the host's end of the socketpair."""
+
+    def __init__(self, routes: Routes, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.routes = routes
+        self.decoder = FrameDecoder(max_frame)
+        self.plugin: str | None = None
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._socket: socket.socket | None = None
+        self._last_id = 0
+        self._pending: dict[int, _Pending] = {}
+
+    async def open(self, sock: socket.socket) -> None:
+        """Start reading ``sock``; it is kept to pass file descriptors with sendmsg."""
+        self._socket = sock
+        await asyncio.get_running_loop().create_connection(lambda: self, sock=sock)
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.routes.lost()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for frame in self.decoder.feed(data):
+                self._dispatch(frame)
+        except ProtocolError as exc:
+            error = ProtocolError(str(exc), self.plugin)
+            for pending in self._pending.values():
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            self.routes.violation(exc)
+
+    # --- host to worker ------------------------------------------------------------------
+
+    def next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    def send(self, frame: list[Any]) -> None:
+        """A one-way frame (CANCEL, EXIT, REPLY); dropped once the channel is closing."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode(frame))
+
+    def reply(self, ident: int, value: Any) -> None:
+        """Answer the worker's REQUEST ``ident``."""
+        self.send([Kind.REPLY, ident, value])
+
+    def reply_error(self, ident: int, error: AutoweaveError) -> None:
+        """Refuse the worker's REQUEST ``ident``; its SDK raises the same type of error."""
+        if isinstance(error, PermissionDenied):
+            wire = wire_error("PermissionDenied", error.message)
+        else:
+            wire = wire_error(type(error).__name__, str(error))
+        self.send([Kind.REPLY_ERROR, ident, wire])
+
+    async def request(
+        self, frame: list[Any], hook: str, timeout: float | None, fds: list[int] | None = None
+    ) -> Any:
+        """Send a request frame (id in ``frame[1]``) and wait for its answer.
+
+        Raises TimeoutError after ``timeout``, leaving the request pending so that a late answer
+        is still recognised; cancelling the wait forgets it, and cancels a CALL in the worker.
+        """
+        ident = frame[1]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            payload = encode(frame)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise WorkerError(
+                f"arguments for {hook} cannot be sent to the worker: {exc}", self.plugin
+            ) from None
+        self._pending[ident] = _Pending(future, hook)
+        assert self.transport is not None
+        if fds:
+            await self._send_with_fds(payload, fds)
+        else:
+            self.transport.write(payload)
+        try:
+            if timeout is None:
+                return await future
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            future.add_done_callback(_consume)  # a late answer or failure that nobody awaits
+            raise
+        except asyncio.CancelledError:
+            self._pending.pop(ident, None)
+            if frame[0] == Kind.CALL:
+                self.send([Kind.CANCEL, ident])
+            raise
+
+    def pending(self, ident: int) -> asyncio.Future[Any] | None:
+        """The future of request ``ident`` if it is still awaited."""
+        pending = self._pending.get(ident)
+        return pending.future if pending is not None else None
+
+    def forget(self, ident: int) -> None:
+        """Stop waiting for request ``ident``; an answer that still comes is dropped."""
+        pending = self._pending.pop(ident, None)
+        if pending is not None:
+            pending.future.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until the requests in flight now have been answered."""
+        futures = [pending.future for pending in self._pending.values()]
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+
+    def close(self, reason: str) -> None:
+        """The worker is gone (or going): fail everything in flight, naming ``reason``."""
+        for ident, pending in list(self._pending.items()):
+            if not pending.future.done():
+                pending.future.set_exception(
+                    PluginCrashed(f"worker exited ({reason}) during {pending.hook}", self.plugin)
+                )
+            self._pending.pop(ident, None)
+        if not self.ready.done():
+            self.ready.set_exception(WorkerError(f"worker exited before it was ready ({reason})"))
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _send_with_fds(self, payload: bytes, fds: list[int]) -> None:
+        """Write one frame with file descriptors attached (SCM_RIGHTS), beside the transport.
+
+        Safe only while the transport has nothing queued, or bytes would be reordered; at
+        assignment the channel is idle but for a possible health-check ping.
+        """
+        assert self._socket is not None and self.transport is not None
+        for _ in range(100):
+            if self.transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise WorkerError("the channel stayed busy; cannot hand over sockets", self.plugin)
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sent = self._socket.sendmsg([payload], rights)
+        if sent < len(payload):  # the rest carries no descriptors: the transport may send it
+            self.transport.write(payload[sent:])
+
+    # --- worker to host ------------------------------------------------------------------
+
+    def _dispatch(self, frame: Any) -> None:
+        kind, ident = check_worker_frame(frame)
+        if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.PONG:
+            pending = self._pending.pop(ident, None)
+            if pending is None:
+                if ident > self._last_id:
+                    raise ProtocolError(f"reply to request {ident}, which was never sent")
+                return  # a late answer to a call that timed out or was cancelled
+            if pending.future.done():
+                return
+            if kind == Kind.ERROR:
+                pending.future.set_exception(self._error_from_wire(pending.hook, frame[2]))
+            else:
+                pending.future.set_result(frame[2])
+        elif kind == Kind.REQUEST:
+            self.routes.request(ident, frame[2], frame[3])
+        elif kind == Kind.METRIC:
+            self.routes.metric(frame[2], frame[3], frame[4])
+        elif kind == Kind.LOG:
+            self.routes.log(frame[2], frame[3])
+        elif kind == Kind.READY:
+            if self.ready.done():
+                raise ProtocolError("READY sent twice")
+            self.ready.set_result(frame[2])
+
+    def _error_from_wire(self, hook: str, value: Any) -> AutoweaveError:
+        error = read_wire_error(value)
+        if hook == ASSIGN_HOOK:
+            if error.type == "SandboxUnavailable":
+                missing = tuple(error.message.rpartition(": ")[2].split(", "))
+                return SandboxUnavailable(missing, error.message)
+            return LoadError(f"{error.type}: {error.message}", self.plugin, error.traceback)
+        if error.type == "UnknownHook":
+            return UnknownHook(error.message, self.plugin)
+        return HookError(self.plugin, hook, error.type, error.message, error.traceback)

@@ -1,0 +1,32 @@
+"""The RPC between host and worker, shared by both sides and importing neither.
+
+``frames`` is the framing (length-prefixed msgpack, size cap, decode budget), ``shapes`` the
+frame kinds and what a worker's frames must look like, ``wire_errors`` the error maps both
+sides send, and ``spec`` the ASSIGN payload. The worker imports this package inside its
+sandbox, so it must stay free of the host's stack.
+"""
+
+from __future__ import annotations
+
+from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode
+from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
+from autoweave_plugins.rpc.spec import WorkerSpec
+from autoweave_plugins.rpc.wire_errors import (
+    WireError,
+    exception_to_wire,
+    read_wire_error,
+    wire_error,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "FrameDecoder",
+    "Kind",
+    "WireError",
+    "WorkerSpec",
+    "check_worker_frame",
+    "encode",
+    "exception_to_wire",
+    "read_wire_error",
+    "wire_error",
+]
