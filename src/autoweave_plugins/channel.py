@@ -10,6 +10,12 @@ Errors cross here in both directions: an ERROR frame becomes the host's exceptio
 asked (``LoadError`` for an assignment, ``UnknownHook``, ``HookError``), and a refusal of the
 host's becomes the REPLY_ERROR map the worker's SDK turns back into an exception.
 
+Writes are bounded too. A worker that stops reading its socket while it makes the host
+answer it would have the host queue replies without end, so the channel stops reading from a
+worker while more than ``PAUSE_READING_AT`` bytes are queued for it (it sends nothing new to
+answer until it has read what it was sent), and a worker with more than ``max_write_buffer``
+bytes queued is treated as breaking the protocol.
+
 The channel knows frames, ids and the socket; it does not know the process. Starting, killing
 and reaping the worker is ``process``' job.
 """
@@ -36,6 +42,7 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.rpc import (
     DEFAULT_MAX_FRAME,
+    MAX_REPLY_MESSAGE,
     FrameDecoder,
     Kind,
     check_worker_frame,
@@ -44,11 +51,25 @@ from autoweave_plugins.rpc import (
     wire_error,
 )
 
-__all__ = ["ASSIGN_HOOK", "PING_HOOK", "Channel", "Routes"]
+__all__ = [
+    "ASSIGN_HOOK",
+    "DEFAULT_MAX_WRITE_BUFFER",
+    "PAUSE_READING_AT",
+    "PING_HOOK",
+    "Channel",
+    "Routes",
+]
 
 ASSIGN_HOOK = "<assign>"
 """What an ASSIGN request is called where a hook name is expected (errors, pending requests)."""
 PING_HOOK = "<ping>"
+
+PAUSE_READING_AT = 1 << 20
+"""Bytes queued for a worker above which the host stops reading from it, until they drain
+to a quarter of this."""
+DEFAULT_MAX_WRITE_BUFFER = 4 * DEFAULT_MAX_FRAME
+"""Bytes queued for a worker above which it is killed (``protocol``): room for several replies
+of the largest frame, which a worker that reads its channel drains as fast as they come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +102,23 @@ def _consume(future: asyncio.Future[Any]) -> None:
 class Channel(asyncio.Protocol):
     """One worker's socket. ``open`` it on the host's end of the socketpair."""
 
-    def __init__(self, routes: Routes, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        routes: Routes,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+    ) -> None:
         self.routes = routes
         self.decoder = FrameDecoder(max_frame)
+        self.max_write_buffer = max_write_buffer
         self.plugin: str | None = None
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._socket: socket.socket | None = None
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
+        self._closed = False
 
     async def open(self, sock: socket.socket) -> None:
         """Start reading ``sock``; it is kept to pass file descriptors with sendmsg."""
@@ -101,20 +130,35 @@ class Channel(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=min(PAUSE_READING_AT, self.max_write_buffer))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.routes.lost()
 
+    def pause_writing(self) -> None:
+        # Replies to this worker are backed up: read nothing more that it could want answered.
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         try:
             for frame in self.decoder.feed(data):
+                if self._closed:
+                    return
                 self._dispatch(frame)
         except ProtocolError as exc:
-            error = ProtocolError(str(exc), self.plugin)
-            for pending in self._pending.values():
-                if not pending.future.done():
-                    pending.future.set_exception(error)
-            self.routes.violation(exc)
+            self._violated(exc)
+
+    def _violated(self, exc: ProtocolError) -> None:
+        error = ProtocolError(str(exc), self.plugin)
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self.routes.violation(exc)
 
     # --- host to worker ------------------------------------------------------------------
 
@@ -125,7 +169,20 @@ class Channel(asyncio.Protocol):
     def send(self, frame: list[Any]) -> None:
         """A one-way frame (CANCEL, EXIT, REPLY); dropped once the channel is closing."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode(frame))
+            self._write(encode(frame))
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        queued = self.transport.get_write_buffer_size() + len(data)
+        if queued <= self.max_write_buffer:
+            self.transport.write(data)
+        elif not self._closed:  # checked first, so the host never holds more than the cap
+            self._violated(
+                ProtocolError(
+                    f"the worker is not reading its channel: {queued} bytes would be queued "
+                    f"for it, over the {self.max_write_buffer}-byte limit"
+                )
+            )
 
     def reply(self, ident: int, value: Any) -> None:
         """Answer the worker's REQUEST ``ident``."""
@@ -134,9 +191,10 @@ class Channel(asyncio.Protocol):
     def reply_error(self, ident: int, error: AutoweaveError) -> None:
         """Refuse the worker's REQUEST ``ident``; its SDK raises the same type of error."""
         if isinstance(error, PermissionDenied):
-            wire = wire_error("PermissionDenied", error.message)
+            name, message = "PermissionDenied", error.message
         else:
-            wire = wire_error(type(error).__name__, str(error))
+            name, message = type(error).__name__, str(error)
+        wire = wire_error(name, message, max_message=MAX_REPLY_MESSAGE)
         self.send([Kind.REPLY_ERROR, ident, wire])
 
     async def request(
@@ -160,7 +218,7 @@ class Channel(asyncio.Protocol):
         if fds:
             await self._send_with_fds(payload, fds)
         else:
-            self.transport.write(payload)
+            self._write(payload)
         try:
             if timeout is None:
                 return await future
@@ -193,6 +251,7 @@ class Channel(asyncio.Protocol):
 
     def close(self, reason: str) -> None:
         """The worker is gone (or going): fail everything in flight, naming ``reason``."""
+        self._closed = True
         for ident, pending in list(self._pending.items()):
             if not pending.future.done():
                 pending.future.set_exception(
@@ -220,7 +279,7 @@ class Channel(asyncio.Protocol):
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         sent = self._socket.sendmsg([payload], rights)
         if sent < len(payload):  # the rest carries no descriptors: the transport may send it
-            self.transport.write(payload[sent:])
+            self._write(payload[sent:])
 
     # --- worker to host ------------------------------------------------------------------
 

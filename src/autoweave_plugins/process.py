@@ -31,7 +31,13 @@ import psutil
 from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
 from autoweave_plugins.broker.metrics import PluginMetrics
 from autoweave_plugins.broker.service import MAX_CONCURRENT_REQUESTS, RequestService
-from autoweave_plugins.channel import ASSIGN_HOOK, PING_HOOK, Channel, Routes
+from autoweave_plugins.channel import (
+    ASSIGN_HOOK,
+    DEFAULT_MAX_WRITE_BUFFER,
+    PING_HOOK,
+    Channel,
+    Routes,
+)
 from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.errors import (
     AutoweaveError,
@@ -78,6 +84,7 @@ class WorkerProcess:
         max_frame: int = DEFAULT_MAX_FRAME,
         output: OutputLimits = DEFAULT_OUTPUT_LIMITS,
         max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
     ) -> None:
         self.process: asyncio.subprocess.Process | None = None
         self.plugin: str | None = None
@@ -96,6 +103,7 @@ class WorkerProcess:
                 lost=self._connection_lost,
             ),
             max_frame=max_frame,
+            max_write_buffer=max_write_buffer,
         )
         self.requests = RequestService(
             self.channel, max_concurrent_requests=max_concurrent_requests
@@ -116,10 +124,14 @@ class WorkerProcess:
         output: OutputLimits = DEFAULT_OUTPUT_LIMITS,
         ready_timeout: float = 30.0,
         max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
     ) -> WorkerProcess:
         """Start a blank worker and wait until it reports ready."""
         self = cls(
-            max_frame=max_frame, output=output, max_concurrent_requests=max_concurrent_requests
+            max_frame=max_frame,
+            output=output,
+            max_concurrent_requests=max_concurrent_requests,
+            max_write_buffer=max_write_buffer,
         )
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -256,14 +268,14 @@ class WorkerProcess:
         if not expected:
             self._signal(signal.SIGKILL)
 
+    def _serve_request(self, ident: int, op: str, payload: Any) -> None:
+        self.requests.submit(ident, op, payload)
+
     def _protocol_violation(self, exc: ProtocolError) -> None:
         log.error(
             "worker %s (plugin %s) broke the protocol: %s; killing it", self.pid, self.plugin, exc
         )
         self.kill("protocol")
-
-    def _serve_request(self, ident: int, op: str, payload: Any) -> None:
-        self.requests.submit(ident, op, payload)
 
     # --- hooks ---------------------------------------------------------------------------
 

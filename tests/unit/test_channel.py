@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
+from autoweave_plugins.broker.fetch import FetchBroker
 from autoweave_plugins.broker.service import RequestService
-from autoweave_plugins.channel import ASSIGN_HOOK, Channel, Routes
+from autoweave_plugins.channel import ASSIGN_HOOK, PAUSE_READING_AT, Channel, Routes
 from autoweave_plugins.errors import (
     FetchError,
     HookError,
@@ -25,7 +27,8 @@ from autoweave_plugins.errors import (
     UnknownHook,
     WorkerError,
 )
-from autoweave_plugins.rpc import FrameDecoder, Kind, encode, wire_error
+from autoweave_plugins.permissions.urls import OutboundPolicy
+from autoweave_plugins.rpc import MAX_REPLY_MESSAGE, FrameDecoder, Kind, encode, wire_error
 
 WAIT = 5.0
 
@@ -312,3 +315,64 @@ async def test_the_request_service_refuses_past_its_cap(pair: Pair) -> None:
     assert frame[:2] == [Kind.REPLY_ERROR, 2]
     assert frame[2]["type"] == "PermissionDenied"
     assert service.in_flight == 0
+
+
+async def test_an_unknown_request_is_a_violation_that_quotes_nothing(pair: Pair) -> None:
+    await pair.worker.send([Kind.REQUEST, 1, "x" * 5000, {}])
+    await pair.seen.next()
+    assert pair.seen.requests == []
+    assert len(str(pair.seen.violations[0])) < 200
+    await pair.worker.send([Kind.REQUEST, 2, "fetch", ["not", "a", "map"]])
+    await pair.seen.next()
+    assert len(pair.seen.violations) == 2
+
+
+async def test_error_replies_never_carry_the_request_back(pair: Pair) -> None:
+    """The broker quotes a bad method in its error; the reply stays small whatever was sent."""
+    async with httpx.AsyncClient() as client:
+        service = RequestService(pair.channel)
+        service.fetch = FetchBroker(OutboundPolicy([]), client)
+        service.submit(1, "fetch", {"url": "https://example.com/", "method": "M" * 100_000})
+        frame = await pair.worker.frame()
+    assert frame[:2] == [Kind.REPLY_ERROR, 1] and frame[2]["type"] == "FetchError"
+    assert len(frame[2]["message"]) <= MAX_REPLY_MESSAGE
+    assert frame[2]["message"].endswith("PUT")  # the reason, at the end, is kept
+
+
+async def test_reading_pauses_while_replies_are_backed_up(pair: Pair) -> None:
+    transport = pair.channel.transport
+    assert transport is not None and transport.is_reading()
+    sent = 0
+    while transport.get_write_buffer_size() <= PAUSE_READING_AT:
+        pair.channel.reply(sent, b"x" * (256 << 10))
+        sent += 1
+    assert not transport.is_reading()  # nothing more is read that would want an answer
+    for _ in range(sent):
+        assert (await pair.worker.frame())[0] == Kind.REPLY
+    assert transport.is_reading() and pair.seen.violations == []
+
+
+async def test_a_worker_that_does_not_read_is_cut_off_at_the_cap() -> None:
+    host, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker.setblocking(False)
+    seen = Seen()
+    channel = Channel(seen.routes(), max_write_buffer=1 << 20)
+    await channel.open(host)
+    try:
+        task = asyncio.ensure_future(
+            channel.request([Kind.PING, channel.next_id()], "<ping>", WAIT)
+        )
+        assert (await WorkerEnd(worker).frame())[0] == Kind.PING  # then it stops reading
+        transport = channel.transport
+        assert transport is not None
+        for ident in range(1000):  # the kernel's socket buffer first, then the host's
+            channel.reply(ident, b"x" * (64 << 10))
+            assert transport.get_write_buffer_size() <= 1 << 20
+            if seen.violations:
+                break
+        assert "is not reading its channel" in str(seen.violations[0])
+        with pytest.raises(ProtocolError, match="not reading its channel"):
+            await task
+    finally:
+        channel.close("test over")
+        worker.close()

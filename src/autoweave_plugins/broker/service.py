@@ -64,15 +64,15 @@ class RequestService:
 
     async def _serve(self, ident: int, op: str, payload: Any) -> None:
         try:
-            if op != "fetch" or not isinstance(payload, dict):
-                raise WorkerError(f"unknown request {op!r}")
+            if op != "fetch" or not isinstance(payload, dict):  # the channel checked; never quoted
+                raise WorkerError("unknown request")
             if self.fetch is None:
                 raise PermissionDenied("network.outbound", "this host offers no outbound HTTP")
             reply = await self.fetch.fetch(payload)
         except AutoweaveError as exc:
             self.replies.reply_error(ident, exc)
         except Exception as exc:  # the broker is trusted code, but a bug must not kill the host
-            log.exception("fetch broker failed")
-            self.replies.reply_error(ident, FetchError(f"host error: {exc}"))
+            log.exception("fetch broker failed")  # the details stay in the host's log
+            self.replies.reply_error(ident, FetchError(f"host error ({type(exc).__name__})"))
         else:
             self.replies.reply(ident, reply)

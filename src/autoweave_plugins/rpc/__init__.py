@@ -12,7 +12,9 @@ from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode
 from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
 from autoweave_plugins.rpc.spec import WorkerSpec
 from autoweave_plugins.rpc.wire_errors import (
+    MAX_REPLY_MESSAGE,
     WireError,
+    clip,
     exception_to_wire,
     read_wire_error,
     wire_error,
@@ -20,11 +22,13 @@ from autoweave_plugins.rpc.wire_errors import (
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "MAX_REPLY_MESSAGE",
     "FrameDecoder",
     "Kind",
     "WireError",
     "WorkerSpec",
     "check_worker_frame",
+    "clip",
     "encode",
     "exception_to_wire",
     "read_wire_error",

@@ -15,7 +15,10 @@ from typing import Any, Final
 
 from autoweave_plugins.errors import ProtocolError
 
-__all__ = ["Kind", "check_worker_frame"]
+__all__ = ["REQUEST_OPS", "Kind", "check_worker_frame"]
+
+REQUEST_OPS: Final = frozenset({"fetch"})
+"""What a worker may ask the host to do (REQUEST frames); the SDK sends nothing else."""
 
 
 class Kind:
@@ -63,4 +66,7 @@ def check_worker_frame(frame: Any) -> tuple[int, int]:
         raise ProtocolError(f"frame kind {kind} must have {length} fields, got {len(frame)}")
     if third is not None and type(frame[2]) is not third:
         raise ProtocolError(f"frame kind {kind}: field 2 must be {third.__name__}")
+    if kind == Kind.REQUEST and (frame[2] not in REQUEST_OPS or type(frame[3]) is not dict):
+        # Never quoted back: the op is the worker's, and may be megabytes long.
+        raise ProtocolError(f"a request must be one of {sorted(REQUEST_OPS)} with a map payload")
     return kind, ident

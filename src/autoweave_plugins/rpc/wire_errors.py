@@ -14,8 +14,10 @@ from typing import Any
 
 __all__ = [
     "MAX_MESSAGE",
+    "MAX_REPLY_MESSAGE",
     "MAX_TRACEBACK",
     "WireError",
+    "clip",
     "exception_to_wire",
     "read_wire_error",
     "wire_error",
@@ -25,6 +27,24 @@ MAX_MESSAGE = 4096
 """Characters of an error message the sender keeps."""
 MAX_TRACEBACK = 16 * 1024
 """Characters of a traceback the sender keeps: the end, where the raise is."""
+MAX_REPLY_MESSAGE = 1024
+"""Characters of the host's error message for a worker's request. The worker knows what it
+asked; whatever of its request an error quotes, a reply stays small, so that requests the host
+refuses cannot make it write more than it read."""
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, keeping its head and its tail (the reason)."""
+    if len(text) <= limit:
+        return text
+    if limit < 16:
+        return text[:limit]
+    keep = (limit - 5) // 2
+    return f"{text[:keep]} ... {text[len(text) - keep :]}"
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +56,23 @@ class WireError:
     traceback: str = ""
 
 
-def wire_error(type_name: str, message: str, traceback: str | None = None) -> dict[str, str]:
+def wire_error(
+    type_name: str,
+    message: str,
+    traceback: str | None = None,
+    *,
+    max_message: int = MAX_MESSAGE,
+) -> dict[str, str]:
     """The map an ERROR frame (with a traceback, maybe empty) or a REPLY_ERROR frame carries."""
-    error = {"type": type_name, "message": message}
+    error = {"type": type_name, "message": clip(message, max_message)}
     if traceback is not None:
-        error["traceback"] = traceback
+        error["traceback"] = _tail(traceback, MAX_TRACEBACK)
     return error
 
 
 def exception_to_wire(exc: BaseException) -> dict[str, str]:
     """An exception raised by plugin code, as the worker reports it to the host."""
-    text = "".join(tb.format_exception(exc))
-    if len(text) > MAX_TRACEBACK:
-        text = "...\n" + text[-MAX_TRACEBACK:]
-    return wire_error(type(exc).__name__, str(exc)[:MAX_MESSAGE], text)
+    return wire_error(type(exc).__name__, str(exc), "".join(tb.format_exception(exc)))
 
 
 def read_wire_error(value: Any, *, default_message: str = "") -> WireError:
