@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from autoweave_plugins.ratelimit import TokenBucket
+from autoweave_plugins.rpc import brief
 
 __all__ = ["DEFAULT_OUTPUT_LIMITS", "OutputLimits", "PluginOutput"]
 
@@ -52,7 +53,8 @@ class PluginOutput:
     def record(self, level: int, message: object) -> None:
         """One LOG frame from the worker: its level is clamped, its text cut to ``max_line``."""
         if self._records.allow():
-            text = str(message)[: self.limits.max_line]
+            text = message if isinstance(message, str) else brief(message)
+            text = text[: self.limits.max_line]
             self.logger.log(max(logging.DEBUG, min(level, logging.CRITICAL)), "%s", text)
 
     async def pump(self, stream: asyncio.StreamReader, level: int) -> None:

@@ -14,6 +14,7 @@ from autoweave_plugins.rpc.spec import WorkerSpec
 from autoweave_plugins.rpc.wire_errors import (
     MAX_REPLY_MESSAGE,
     WireError,
+    brief,
     clip,
     exception_to_wire,
     read_wire_error,
@@ -27,6 +28,7 @@ __all__ = [
     "Kind",
     "WireError",
     "WorkerSpec",
+    "brief",
     "check_worker_frame",
     "clip",
     "encode",

@@ -13,6 +13,7 @@ from typing import Any, Final
 import msgpack
 
 from autoweave_plugins.errors import ProtocolError
+from autoweave_plugins.rpc.wire_errors import clip
 
 __all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "encode"]
 
@@ -101,9 +102,10 @@ class FrameDecoder:
                     raise ProtocolError(
                         f"frame holds a container of more than {self.max_elements} items; send bulk data as bytes"
                     ) from None
-                raise ProtocolError(f"malformed frame: ValueError: {exc}") from None
+                raise ProtocolError(f"malformed frame: ValueError: {clip(str(exc), 200)}") from None
             except Exception as exc:  # msgpack raises several unrelated types for garbage
-                raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
+                detail = clip(str(exc), 200)  # msgpack may quote what it decoded
+                raise ProtocolError(f"malformed frame: {type(exc).__name__}: {detail}") from None
             offset = start + size
         if offset:
             del buffer[:offset]

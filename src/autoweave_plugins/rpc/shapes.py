@@ -6,7 +6,9 @@ the side that sends the request, so host and worker id spaces never collide: the
 requests are CALL/PING/ASSIGN, the worker's are REQUEST.
 
 The host checks every frame a worker sends against ``check_worker_frame`` before it looks at a
-field, so that code past the check may index fields without guarding each one.
+field, so that code past the check may index fields without guarding each one. An error names
+what was wrong and quotes the worker's values only in brief: the host logs it and raises it to
+callers who may keep it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from autoweave_plugins.errors import ProtocolError
+from autoweave_plugins.rpc.wire_errors import brief
 
 __all__ = ["REQUEST_OPS", "Kind", "check_worker_frame"]
 
@@ -58,9 +61,9 @@ def check_worker_frame(frame: Any) -> tuple[int, int]:
     kind, ident = frame[0], frame[1]
     shape = _WORKER_SHAPES.get(kind) if type(kind) is int else None
     if shape is None:
-        raise ProtocolError(f"unknown frame kind {kind!r}")
+        raise ProtocolError(f"unknown frame kind {brief(kind)}")
     if type(ident) is not int or ident < 0:
-        raise ProtocolError(f"frame id must be a non-negative integer, got {ident!r}")
+        raise ProtocolError(f"frame id must be a non-negative integer, got {brief(ident)}")
     length, third = shape
     if len(frame) != length:
         raise ProtocolError(f"frame kind {kind} must have {length} fields, got {len(frame)}")

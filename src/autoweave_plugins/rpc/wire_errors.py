@@ -4,10 +4,16 @@ A hook that raises in the worker travels to the host as ``[ERROR, id, {type, mes
 traceback}]``; a brokered request the host refuses travels back as ``[REPLY_ERROR, id, {type,
 message}]``. Both sides build these maps only with ``wire_error`` or ``exception_to_wire`` and
 read them only with ``read_wire_error``, so that what an error may carry is decided here once.
+
+The bounds are applied twice: by the sender, and again by the reader, because the sender of an
+ERROR frame is the plugin's process. A hostile plugin writes whatever frame it likes, and the
+host keeps errors (a plugin's recent errors, the exceptions it raises to its callers), so what
+the host reads is cut to the same bounds whatever the worker sent.
 """
 
 from __future__ import annotations
 
+import reprlib
 import traceback as tb
 from dataclasses import dataclass
 from typing import Any
@@ -16,17 +22,21 @@ __all__ = [
     "MAX_MESSAGE",
     "MAX_REPLY_MESSAGE",
     "MAX_TRACEBACK",
+    "MAX_TYPE",
     "WireError",
+    "brief",
     "clip",
     "exception_to_wire",
     "read_wire_error",
     "wire_error",
 ]
 
+MAX_TYPE = 128
+"""Characters of an error's type name kept."""
 MAX_MESSAGE = 4096
-"""Characters of an error message the sender keeps."""
+"""Characters of an error message kept."""
 MAX_TRACEBACK = 16 * 1024
-"""Characters of a traceback the sender keeps: the end, where the raise is."""
+"""Characters of a traceback kept: the end, where the raise is."""
 MAX_REPLY_MESSAGE = 1024
 """Characters of the host's error message for a worker's request. The worker knows what it
 asked; whatever of its request an error quotes, a reply stays small, so that requests the host
@@ -47,6 +57,20 @@ def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
+_brief = reprlib.Repr()
+_brief.maxstring = _brief.maxother = 80
+
+
+def brief(value: object) -> str:
+    """A short repr of a value a worker sent, for an error message: never its whole size."""
+    return _brief.repr(value)
+
+
+def _field(error: dict[Any, Any], key: str, default: str) -> str:
+    value = error.get(key, default)
+    return value if isinstance(value, str) else brief(value)
+
+
 @dataclass(frozen=True, slots=True)
 class WireError:
     """An error as read from a frame: the name of its type, its message and its traceback text."""
@@ -64,7 +88,7 @@ def wire_error(
     max_message: int = MAX_MESSAGE,
 ) -> dict[str, str]:
     """The map an ERROR frame (with a traceback, maybe empty) or a REPLY_ERROR frame carries."""
-    error = {"type": type_name, "message": clip(message, max_message)}
+    error = {"type": clip(type_name, MAX_TYPE), "message": clip(message, max_message)}
     if traceback is not None:
         error["traceback"] = _tail(traceback, MAX_TRACEBACK)
     return error
@@ -76,10 +100,14 @@ def exception_to_wire(exc: BaseException) -> dict[str, str]:
 
 
 def read_wire_error(value: Any, *, default_message: str = "") -> WireError:
-    """Read the error map of a frame; anything missing or not a map reads as defaults."""
+    """Read the error map of a frame, bounded; anything missing or not a map reads as defaults.
+
+    A field that is not a string reads as a short repr of it, never as ``str()`` of it: a
+    frame's worth of nested values would make a string many times the frame's size.
+    """
     error = value if isinstance(value, dict) else {}
     return WireError(
-        str(error.get("type", "Exception")),
-        str(error.get("message", default_message)),
-        str(error.get("traceback", "")),
+        clip(_field(error, "type", "Exception"), MAX_TYPE),
+        clip(_field(error, "message", default_message), MAX_MESSAGE),
+        _tail(_field(error, "traceback", ""), MAX_TRACEBACK),
     )
