@@ -27,7 +27,7 @@ from tests.workers import write_plugin
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MB = 1 << 20
-CALLS = 24  # more than the 20 recent errors a plugin's record keeps
+CALLS = 22  # more than the 20 recent errors a plugin's record keeps
 
 SHOUT_CODE = """
 import os
