@@ -12,7 +12,7 @@ import pytest
 from autoweave_plugins.config import from_mapping
 from autoweave_plugins.errors import ConfigError, PolicyRefused
 from autoweave_plugins.manifest import Manifest, parse_manifest_bytes
-from autoweave_plugins.permissions.policy import GrantPolicy
+from autoweave_plugins.policy import GrantPolicy
 
 
 def manifest(**permissions: Any) -> Manifest:
