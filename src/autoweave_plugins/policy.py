@@ -1,56 +1,68 @@
 """The host's grant policy: what it is willing to give plugins, whatever they ask for.
 
-A manifest is a request. The policy caps it (heap, workers), denies categories outright
-(inbound on all interfaces, any-host outbound patterns, private network targets) and confines
-filesystem grants to allowed roots, compared after resolving symlinks so a declared path that is
-a link to ``/etc`` is judged as ``/etc``. A refusal names the manifest's JSON path.
+A manifest is a request. The policy caps it (heap, workers, threads), denies categories outright
+(inbound on all interfaces, any-host outbound patterns, private network targets) and grants
+filesystem paths only under the configured data roots (deny by default, see ``roots``). Paths
+are judged as written and after resolving symlinks, so a declared path that is a link to
+``/etc`` is judged as ``/etc``. A refusal names the manifest's JSON path and, for a filesystem
+grant, the root that would allow it or why none can.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
-import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autoweave_plugins.config import require
-from autoweave_plugins.errors import PolicyRefused
+from autoweave_plugins.errors import ConfigError, PolicyRefused
 from autoweave_plugins.manifest.model import Manifest
-from autoweave_plugins.permissions.paths import FileMode, check_declared_path
+from autoweave_plugins.permissions.paths import check_declared_path
 from autoweave_plugins.permissions.urls import is_public_address
+from autoweave_plugins.roots import (
+    PLUGIN_PLACEHOLDER,
+    SHARED_TEMP,
+    contains,
+    default_allowed_roots,
+    host_private_paths,
+    overlaps,
+    runtime_code_paths,
+    system_location,
+)
 
-__all__ = ["DEFAULT_DENIED_PATHS", "GrantPolicy"]
+__all__ = ["GrantPolicy"]
 
-DEFAULT_DENIED_PATHS = (
-    "/boot", "/dev", "/proc", "/root", "/run", "/sys", "/var/run",
-    "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh",
-)  # fmt: skip
-
-
-@functools.cache
-def runtime_code_paths() -> tuple[str, ...]:
-    """Where the interpreter, installed packages and this package live (symlinks resolved)."""
-    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths.update((sys.prefix, sys.base_prefix, sys.exec_prefix))
-    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return tuple(sorted({os.path.realpath(p) for p in paths}))
+_SAMPLE_NAME = "plugin-name"  # stands in for {plugin} when a root is checked as a path
 
 
-def _within(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+def _never_granted(path: str, host_paths: list[tuple[str, str]]) -> str | None:
+    """Why no root can ever allow ``path``, or None."""
+    for root, what in host_paths:
+        if overlaps(root, path):
+            return f"it overlaps {what} ({root})"
+    for code in runtime_code_paths():
+        if overlaps(code, path):
+            return f"it overlaps code that runs outside the sandbox ({code})"
+    location = system_location(path)
+    if location is not None:
+        return f"it overlaps the system location {location}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class GrantPolicy:
-    """Host-side limits on what a manifest may be granted. Every default is documented here."""
+    """Host-side limits on what a manifest may be granted: the ``[policy]`` config section."""
 
-    allowed_path_roots: tuple[str, ...] | None = None
-    """Declared filesystem paths must lie under one of these; None allows any root."""
-    denied_paths: tuple[str, ...] = DEFAULT_DENIED_PATHS
-    """Declared paths may not be, contain or lie under these (after symlink resolution)."""
+    allowed_roots: tuple[str, ...] = field(default_factory=default_allowed_roots)
+    """Filesystem grants (read or write) must lie under one of these. ``{plugin}`` as a whole
+    component stands for the asking plugin's name. Default: one data root with a folder per
+    plugin (``roots.default_data_root()``). System locations, the runtime, ``/tmp`` itself and
+    the host's own files can never be listed."""
+    denied_paths: tuple[str, ...] = ()
+    """More paths no grant may be, contain or lie under; the config file is always added."""
     max_heap_mb: int = 4096
     max_workers: int = 16
+    max_threads: int = 256
+    """Cap on a manifest's ``memory.max_threads``."""
     allow_outbound: bool = True
     allow_any_host: bool = False
     """Allow outbound patterns whose host is a bare '*'."""
@@ -62,13 +74,15 @@ class GrantPolicy:
     allow_usb: bool = True
 
     def validate(self, prefix: str) -> None:
-        for index, root in enumerate(self.allowed_path_roots or ()):
-            problem = check_declared_path(root)
-            require(problem is None, f"{prefix}.allowed_path_roots[{index}]", problem or "")
+        for index, root in enumerate(self.allowed_roots):
+            problem = _root_problem(root)
+            require(problem is None, f"{prefix}.allowed_roots[{index}]", problem or "")
         for index, path in enumerate(self.denied_paths):
-            require(path.startswith("/"), f"{prefix}.denied_paths[{index}]", "must be absolute")
+            problem = check_declared_path(path)
+            require(problem is None, f"{prefix}.denied_paths[{index}]", problem or "")
         require(16 <= self.max_heap_mb <= 1 << 20, f"{prefix}.max_heap_mb", "must be at least 16")
         require(1 <= self.max_workers <= 1024, f"{prefix}.max_workers", "must be from 1 to 1024")
+        require(1 <= self.max_threads <= 65536, f"{prefix}.max_threads", "must be from 1 to 65536")
         low, high = self.inbound_ports
         require(
             1 <= low <= high <= 65535,
@@ -76,50 +90,76 @@ class GrantPolicy:
             "must be [low, high] within 1-65535",
         )
 
+    def check_host_paths(
+        self, prefix: str, *, plugin_directory: str | None = None, config_file: str | None = None
+    ) -> None:
+        """ConfigError if an allowed root overlaps the plugin directory or the config file."""
+        named = [(p, w) for p, w in ((plugin_directory, "the plugin directory"),) if p]
+        named += [(p, w) for p, w in ((config_file, "the host's config file"),) if p]
+        for index, root in enumerate(self.allowed_roots):
+            for path, what in named:
+                if any(overlaps(r, os.path.realpath(path)) for r in _root_forms(root)):
+                    raise ConfigError(
+                        f"{prefix}.allowed_roots[{index}]",
+                        f"{root} overlaps {what} ({path}); plugins would read or change it",
+                    )
+
+    def roots_for(self, plugin: str) -> tuple[str, ...]:
+        """The allowed roots with ``{plugin}`` replaced by ``plugin``."""
+        return tuple(root.replace(PLUGIN_PLACEHOLDER, plugin) for root in self.allowed_roots)
+
+    def _filesystem_refusal(
+        self, plugin: str, path: str, host_paths: list[tuple[str, str]]
+    ) -> str | None:
+        resolved = os.path.realpath(path)
+        shown = path if resolved == path else f"{path} (resolves to {resolved})"
+        for candidate in dict.fromkeys((path, resolved)):
+            why = _never_granted(candidate, host_paths)
+            if why is not None:
+                return (
+                    f"{shown} is never granted: {why}; no policy.allowed_roots entry can allow it"
+                )
+        roots = self.roots_for(plugin)
+        if any(contains(r, path) and contains(os.path.realpath(r), resolved) for r in roots):
+            return None
+        listed = ", ".join(roots) or "none"
+        if resolved != path and any(contains(r, path) for r in roots):
+            return f"{shown} leaves the allowed roots ({listed}) through a symlink"
+        return (
+            f"{shown} is outside the allowed roots ({listed}); "
+            f"listing {resolved!r} in policy.allowed_roots would allow it"
+        )
+
     def refusals(self, manifest: Manifest, plugin_root: str | None = None) -> list[PolicyRefused]:
         """Every permission of ``manifest`` that this policy will not grant.
 
-        Write access is never granted over code that runs outside the sandbox or in another
-        worker: the interpreter, site-packages, this package, and the plugin directory
-        (``plugin_root``). A ``.pth`` file dropped there would run before any sandbox layer.
+        ``plugin_root`` is the plugin directory: never granted, for reading or writing, because
+        it holds every plugin's code and shipped files.
         """
         out: list[PolicyRefused] = []
-        protected = runtime_code_paths() + ((os.path.realpath(plugin_root),) if plugin_root else ())
 
         def refuse(permission: str, message: str) -> None:
             out.append(PolicyRefused(manifest.name, permission, message))
 
+        host_paths = [(p, "the host's private files") for p in host_private_paths()]
+        host_paths += [(os.path.realpath(p), "a path denied by policy") for p in self.denied_paths]
+        if plugin_root:
+            host_paths.append((os.path.realpath(plugin_root), "the plugin directory"))
         perms = manifest.permissions
         for index, rule in enumerate(perms.filesystem):
-            at = f"$.permissions.filesystem[{index}].path"
-            resolved = os.path.realpath(rule.path)
-            shown = rule.path if resolved == rule.path else f"{rule.path} (resolves to {resolved})"
-            denied = [d for d in self.denied_paths if _within(d, resolved) or _within(resolved, d)]
-            code = [p for p in protected if _within(p, resolved) or _within(resolved, p)]
-            if rule.mode is not FileMode.READ and code:
+            problem = self._filesystem_refusal(manifest.name, rule.path, host_paths)
+            if problem is not None:
+                refuse(f"$.permissions.filesystem[{index}].path", problem)
+        for key, asked, cap in (
+            ("max_heap_mb", perms.max_heap_mb, self.max_heap_mb),
+            ("max_workers", perms.max_workers, self.max_workers),
+            ("max_threads", perms.max_threads, self.max_threads),
+        ):
+            if asked > cap:
+                unit = " MB" if key == "max_heap_mb" else ""
                 refuse(
-                    at,
-                    f"{shown}: writing there could change code that runs outside the sandbox ({code[0]})",
+                    f"$.permissions.memory.{key}", f"{asked}{unit} exceeds the host cap of {cap}"
                 )
-            elif denied:
-                refuse(at, f"{shown} is refused by host policy: it overlaps {denied[0]}")
-            elif self.allowed_path_roots is not None and not any(
-                _within(root, resolved) for root in self.allowed_path_roots
-            ):
-                refuse(
-                    at,
-                    f"{shown} is outside the allowed roots: {', '.join(self.allowed_path_roots)}",
-                )
-        if perms.max_heap_mb > self.max_heap_mb:
-            refuse(
-                "$.permissions.memory.max_heap_mb",
-                f"{perms.max_heap_mb} MB exceeds the host cap of {self.max_heap_mb}",
-            )
-        if perms.max_workers > self.max_workers:
-            refuse(
-                "$.permissions.memory.max_workers",
-                f"{perms.max_workers} exceeds the host cap of {self.max_workers}",
-            )
         for index, pattern in enumerate(perms.outbound):
             at = f"$.permissions.network.outbound[{index}]"
             if not self.allow_outbound:
@@ -157,3 +197,31 @@ class GrantPolicy:
         refusals = self.refusals(manifest, plugin_root)
         if refusals:
             raise refusals[0]
+
+
+def _root_forms(root: str) -> tuple[str, ...]:
+    """A root as written and with symlinks resolved ({plugin} filled with a sample name)."""
+    sample = root.replace(PLUGIN_PLACEHOLDER, _SAMPLE_NAME)
+    return tuple(dict.fromkeys((sample, os.path.realpath(sample))))
+
+
+def _root_problem(root: str) -> str | None:
+    """Why ``root`` cannot be an allowed root, or None."""
+    parts = root.split("/")
+    if any(("{" in part or "}" in part) and part != PLUGIN_PLACEHOLDER for part in parts):
+        return f"{PLUGIN_PLACEHOLDER} is the only placeholder, and only as a whole path component"
+    if parts.count(PLUGIN_PLACEHOLDER) > 1:
+        return f"{PLUGIN_PLACEHOLDER} may appear once"
+    for form in _root_forms(root):
+        problem = check_declared_path(form)
+        if problem is not None:
+            return problem
+        if form in SHARED_TEMP:
+            return (
+                f"{form} itself holds every user's and plugin's files; list a folder inside it "
+                f"such as {form}/plugin-data"
+            )
+        why = _never_granted(form, [])
+        if why is not None:
+            return f"{root} can never be granted: {why}"
+    return None
