@@ -29,7 +29,7 @@ from autoweave_plugins.roots import (
     system_location,
 )
 
-__all__ = ["GrantPolicy"]
+__all__ = ["GrantPolicy", "never_granted"]
 
 _SAMPLE_NAME = "plugin-name"  # stands in for {plugin} when a root is checked as a path
 
@@ -46,6 +46,17 @@ def _never_granted(path: str, host_paths: list[tuple[str, str]]) -> str | None:
     if location is not None:
         return f"it overlaps the system location {location}"
     return None
+
+
+def never_granted(path: str, plugin_root: str | None = None) -> str | None:
+    """Why no policy, whatever its config, grants ``path`` (None if some root could).
+
+    A worker may read such a path before its sandbox is complete: no plugin can change it.
+    """
+    host_paths = [(p, "the host's private files") for p in host_private_paths()]
+    if plugin_root:
+        host_paths.append((os.path.realpath(plugin_root), "the plugin directory"))
+    return _never_granted(path, host_paths)
 
 
 @dataclass(frozen=True, slots=True)

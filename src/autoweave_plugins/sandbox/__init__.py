@@ -20,6 +20,7 @@ from landlockpy import AccessFS
 
 from autoweave_plugins.errors import SandboxUnavailable
 from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
+from autoweave_plugins.sandbox.native import sandbox_complete
 from autoweave_plugins.sandbox.privileges import drop_privileges
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
 from autoweave_plugins.sandbox.rlimits import apply_rlimits
@@ -55,8 +56,8 @@ class Prepared:
 def prepare() -> Prepared:
     """Everything that does not depend on the plugin: done before READY, off the load path.
 
-    Also makes landlockpy open its libc handle now: it locates libc with ``ldconfig``, which
-    needs fork and exec, both denied once the sandbox is on.
+    Also makes landlockpy open its libc handle now (by soname, see native.py), before the
+    filesystem is closed.
     """
     landlock_abi()
     try:
@@ -119,6 +120,7 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
         try:
             load_filter(prepared.seccomp[0])
             report["seccomp"] = prepared.seccomp[1]
+            sandbox_complete()  # exec and fork are now the kernel's to refuse
         except OSError as exc:
             report["seccomp"] = f"unavailable: {exc}"
             missing.append("seccomp")

@@ -6,11 +6,11 @@ libseccomp loadable and seccomp filters allowed, ...), never inferred from a ver
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 from dataclasses import asdict, dataclass, field
 
-import landlockpy
+from autoweave_plugins.sandbox.landlock import landlock_abi
+from autoweave_plugins.sandbox.native import SONAMES, load
 
 __all__ = ["REQUIRED_LAYERS", "LayerStatus", "SandboxProbe", "probe"]
 
@@ -63,7 +63,7 @@ def _seccomp_mode() -> str | None:
 def probe() -> SandboxProbe:
     layers: dict[str, LayerStatus] = {}
     try:
-        abi = int(landlockpy.abi_version())
+        abi = landlock_abi()
     except OSError as exc:
         abi, why = 0, str(exc)
     else:
@@ -82,7 +82,12 @@ def probe() -> SandboxProbe:
         if abi >= 9
         else f"needs ABI 9, have {abi}; seccomp denies socket() instead",
     )
-    library = ctypes.util.find_library("seccomp")
+    try:
+        load("seccomp")
+    except OSError:
+        library = None
+    else:
+        library = SONAMES["seccomp"]
     mode = _seccomp_mode()
     layers["seccomp"] = LayerStatus(
         library is not None and mode is not None,

@@ -26,7 +26,10 @@ from __future__ import annotations
 import errno
 import os
 
-import pyseccomp as sc
+from autoweave_plugins.sandbox.native import sonames_only
+
+with sonames_only():  # pyseccomp looks up its libraries at import: by soname, running nothing
+    import pyseccomp as sc
 
 __all__ = ["DENIED_SYSCALLS", "build_filter", "load_filter"]
 
