@@ -51,7 +51,7 @@ NR = {  # the numbers are the same on x86_64 and aarch64 from 424 on
     "io_getevents": 208 if X86 else 4, "io_pgetevents": 333 if X86 else 292,
     "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459, "lsm_set_self_attr": 460,
     "lsm_list_modules": 461, "setxattrat": 463, "removexattrat": 466, "open_tree_attr": 467,
-    "file_setattr": 469, "quotactl_fd": 443,
+    "file_setattr": 469, "quotactl_fd": 443, "io_uring_setup": 425,
 }
 
 
@@ -112,7 +112,7 @@ def aio(events):
     ctx = ctypes.c_ulong(0)
     out = {"io_setup": attempt(lambda: checked(libc.syscall(NR["io_setup"], events, ctypes.byref(ctx))))}
     HOLD.append(ctx)
-    for name in ("io_submit", "io_cancel", "io_getevents", "io_pgetevents", "io_destroy"):
+    for name in ("io_submit", "io_cancel", "io_getevents", "io_pgetevents", "io_destroy", "io_uring_setup"):
         out[name] = attempt(lambda: checked(libc.syscall(NR[name], ctx.value, 0, 0, 0, 0, 0)))
     return out
 

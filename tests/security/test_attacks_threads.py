@@ -89,5 +89,5 @@ async def test_a_thread_bomb_is_capped_and_the_host_still_starts_workers(
         assert await worker.call("onRelease", timeout=CALL_TIMEOUT) >= 1
     # Evidence: the kernel stopped the bomb at the manifest's cap (plus the main thread).
     assert held <= MAX_THREADS + 1, f"{held} threads held ({report})"
-    assert report["started"] < MAX_THREADS, report
+    assert report["started"] <= MAX_THREADS, report
     assert report["error"] is not None, report

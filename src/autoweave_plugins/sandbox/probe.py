@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from autoweave_plugins.sandbox.landlock import landlock_abi
 from autoweave_plugins.sandbox.native import SONAMES, load
+from autoweave_plugins.sandbox.threads import thread_cap_means
 
 __all__ = ["REQUIRED_LAYERS", "LayerStatus", "SandboxProbe", "probe"]
 
@@ -20,6 +21,7 @@ REQUIRED_LAYERS = (
     "landlock_scopes",
     "seccomp",
     "rlimits",
+    "thread_cap",
     "no_new_privs",
 )
 
@@ -91,11 +93,23 @@ def probe() -> SandboxProbe:
     mode = _seccomp_mode()
     layers["seccomp"] = LayerStatus(
         library is not None and mode is not None,
-        f"{library}, filter mode available"
+        f"{library} (loaded by soname, no ldconfig), filter mode available; denies exec, "
+        "prctl outside an allow-list, MAP_GROWSDOWN and mremap, AIO and io_uring (ENOSYS), "
+        "listmount/statmount, set*id"
         if library and mode
         else "libseccomp or kernel seccomp missing",
     )
-    layers["rlimits"] = LayerStatus(True, "RLIMIT_DATA, FSIZE, NOFILE, CORE")
+    layers["rlimits"] = LayerStatus(True, "RLIMIT_DATA, STACK (8 MiB), FSIZE, NOFILE, CORE")
+    means = thread_cap_means()
+    layers["thread_cap"] = LayerStatus(
+        True,
+        "RLIMIT_NPROC per worker: "
+        + (
+            "a private real uid per worker, exact"
+            if means == "private_uid"
+            else "this uid's tasks now + max_threads, shared with the uid's other processes"
+        ),
+    )
     layers["no_new_privs"] = LayerStatus(True, "prctl(PR_SET_NO_NEW_PRIVS)")
     max_userns = _read("/proc/sys/user/max_user_namespaces")
     unpriv = _read("/proc/sys/kernel/unprivileged_userns_clone")
