@@ -27,9 +27,13 @@ Closed after the red team's pass (issue 9):
   with SIGKILL. The option is compared as the full 64-bit register, as the filter sees it, so
   high bits the kernel truncates away cannot smuggle a denied option past an equality test.
 - Memory that is not "data" to the kernel, so RLIMIT_DATA never sees it: ``MAP_GROWSDOWN``
-  mappings and any ``mremap``, which can split a page off the main stack and grow it to any
-  size with the stack's accounting. glibc's realloc falls back to malloc-copy-free when mremap
-  fails; growing the main stack itself is bounded by RLIMIT_STACK (rlimits.py).
+  mappings, and ``mremap`` of the main thread's stack, which splits a page off the stack and
+  grows it to any size with the stack's accounting. The filter cannot see which mapping an
+  address belongs to, but it can compare the address: the stack lives in a zone of its own at
+  the top of the address space (it can grow down at most RLIMIT_STACK, capped in rlimits.py),
+  far above every ordinary mapping, so mremap is denied from that zone up and allowed below,
+  where glibc's realloc uses it (denying it outright made growing a 256 MiB bytearray 9x
+  slower). Without a readable stack address, mremap is denied everywhere.
 - Kernel AIO (``io_setup`` and friends) gets ENOSYS, as io_uring: contexts count against the
   machine-wide ``aio-nr`` and one plugin could fill it. Libraries fall back to threads.
 - ``listmount``/``statmount`` (the whole mount table), ``open_tree_attr``, the LSM self-attribute
@@ -46,6 +50,7 @@ import errno
 import os
 
 from autoweave_plugins.sandbox.native import sonames_only
+from autoweave_plugins.sandbox.rlimits import MAX_STACK_BYTES
 
 with sonames_only():  # pyseccomp looks up its libraries at import: by soname, running nothing
     import pyseccomp as sc
@@ -82,7 +87,7 @@ DENIED_SYSCALLS = (
     "semget", "semop", "semtimedop", "semctl",
     "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     # Memory with the stack's accounting (see the docstring), and identities.
-    "mremap", "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
     "setfsgid", "setgroups", "capset",
     # The mount table, LSM state, attributes and quotas through newer entry points.
     "listmount", "statmount", "open_tree_attr", "lsm_get_self_attr", "lsm_set_self_attr",
@@ -124,9 +129,23 @@ SELF_ONLY = (
 MAP_SHARED = 0x01
 MAP_ANONYMOUS = 0x20
 MAP_GROWSDOWN = 0x0100
+STACK_GUARD_GAP = 1 << 20  # the kernel's default stack_guard_gap: 256 pages
 ALL_BITS = (1 << 64) - 1
 SOCK_TYPE_MASK = 0xF
 NON_STREAM_TYPES = (2, 3, 4, 5)  # SOCK_DGRAM, SOCK_RAW, SOCK_RDM, SOCK_SEQPACKET
+
+
+def main_stack_zone() -> int | None:
+    """The lowest address the main thread's stack can ever reach, or None if unknown."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if line.rstrip().endswith("[stack]"):
+                    low, high = (int(part, 16) for part in line.split()[0].split("-"))
+                    return max(0, min(low, high - MAX_STACK_BYTES) - STACK_GUARD_GAP)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _aligned_blocks(low: int, high: int) -> list[tuple[int, int]]:
@@ -210,9 +229,15 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     )
     # So does a stack-like mapping: the kernel accounts it as stack, not data.
     flt.add_rule(deny, "mmap", sc.Arg(3, sc.MASKED_EQ, MAP_GROWSDOWN, MAP_GROWSDOWN))
+    zone = main_stack_zone()
+    if zone is None:
+        flt.add_rule(deny, "mremap")
+    else:
+        flt.add_rule(deny, "mremap", sc.Arg(0, sc.GE, zone))
     return flt, {
         "denied_syscalls": denied,
         "prctl_allowed": len(PRCTL_ALLOWED),
+        "mremap_denied_from": hex(zone) if zone is not None else "everywhere",
         "unknown_to_libseccomp": unknown,
     }
 
