@@ -94,7 +94,7 @@ def probe() -> SandboxProbe:
     layers["seccomp"] = LayerStatus(
         library is not None and mode is not None,
         f"{library} (loaded by soname, no ldconfig), filter mode available; denies exec, "
-        "prctl outside an allow-list, MAP_GROWSDOWN and mremap, AIO and io_uring (ENOSYS), "
+        "prctl outside an allow-list, MAP_GROWSDOWN and stack mremap, AIO and io_uring (ENOSYS), "
         "listmount/statmount, set*id"
         if library and mode
         else "libseccomp or kernel seccomp missing",
@@ -128,6 +128,8 @@ def probe() -> SandboxProbe:
     )
     layers["running_as_root"] = LayerStatus(
         os.geteuid() == 0,
-        "workers drop all capabilities" if os.geteuid() == 0 else "unprivileged host",
+        "workers drop all capabilities and take a private real uid"
+        if os.geteuid() == 0
+        else "unprivileged host",
     )
     return SandboxProbe(layers)
