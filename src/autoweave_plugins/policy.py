@@ -104,11 +104,15 @@ class GrantPolicy:
     def check_host_paths(
         self, prefix: str, *, plugin_directory: str | None = None, config_file: str | None = None
     ) -> None:
-        """ConfigError if an allowed root overlaps the plugin directory or the config file."""
-        named = [(p, w) for p, w in ((plugin_directory, "the plugin directory"),) if p]
-        named += [(p, w) for p, w in ((config_file, "the host's config file"),) if p]
+        """ConfigError if an allowed root overlaps the plugin directory or the config file.
+
+        Checked again for every grant (``refusals``), where ``{plugin}`` has its real value.
+        """
+        named = {"the plugin directory": plugin_directory, "the host's config file": config_file}
         for index, root in enumerate(self.allowed_roots):
-            for path, what in named:
+            for what, path in named.items():
+                if path is None:
+                    continue
                 if any(overlaps(r, os.path.realpath(path)) for r in _root_forms(root)):
                     raise ConfigError(
                         f"{prefix}.allowed_roots[{index}]",
