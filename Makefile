@@ -29,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/autoweave-plugins validate examples/plugins
 	mkdir -p /tmp/plugin-data /tmp/autoweave-usb-log
 	echo '{"endpoint": "https://api.example.com/device"}' > /tmp/plugin-data/config.json
-	$(BIN)/autoweave-plugins run examples/plugins --simulate-usb attach:0x1234:0xabcd --hook-timeout 3
+	$(BIN)/autoweave-plugins run examples/plugins --config examples/autoweave.toml --simulate-usb attach:0x1234:0xabcd --hook-timeout 3
 
 # Benchmarks print JSON; each compares against a floor measured in the same run.
 bench: $(STAMP)

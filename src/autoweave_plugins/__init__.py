@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from autoweave_plugins.events import Event, PluginView
     from autoweave_plugins.manager import BroadcastResult, PluginManager
     from autoweave_plugins.manifest import Manifest, ManifestCache, parse_manifest_bytes
-    from autoweave_plugins.permissions.policy import GrantPolicy
+    from autoweave_plugins.policy import GrantPolicy
     from autoweave_plugins.registry import PluginState
     from autoweave_plugins.settings import (
         LoaderConfig,
@@ -89,7 +89,7 @@ _EXPORTS = {
     "Manifest": "autoweave_plugins.manifest",
     "ManifestCache": "autoweave_plugins.manifest",
     "parse_manifest_bytes": "autoweave_plugins.manifest",
-    "GrantPolicy": "autoweave_plugins.permissions.policy",
+    "GrantPolicy": "autoweave_plugins.policy",
     "PluginState": "autoweave_plugins.registry",
     "LoaderConfig": "autoweave_plugins.settings",
     "ManagerConfig": "autoweave_plugins.settings",

@@ -46,7 +46,7 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.events import Event, EventBus, Listener
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.metrics import ManagerMetrics
-from autoweave_plugins.permissions.policy import GrantPolicy
+from autoweave_plugins.policy import GrantPolicy
 from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess, build_spec
 from autoweave_plugins.recovery import CircuitBreaker, backoff_delay

@@ -393,6 +393,7 @@ def build_spec(
         manifest=dict(manifest.document),
         filesystem=[(rule.path, rule.mode.value) for rule in manifest.permissions.filesystem],
         max_heap_mb=manifest.permissions.max_heap_mb,
+        max_threads=manifest.permissions.max_threads,
         config=dict(config or {}),
         strict=strict,
         extra_imports=list(extra_imports),

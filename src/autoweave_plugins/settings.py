@@ -6,7 +6,9 @@ Build them from mappings or a TOML file with ``ManagerConfig.from_mapping`` /
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 from autoweave_plugins.config import from_mapping, load_toml, require
 from autoweave_plugins.discovery import DEFAULT_IGNORE
 from autoweave_plugins.errors import ConfigError
-from autoweave_plugins.permissions.policy import GrantPolicy
+from autoweave_plugins.policy import GrantPolicy
 
 __all__ = ["LoaderConfig", "ManagerConfig", "Priority", "WatcherConfig", "WorkerPoolConfig"]
 
@@ -146,17 +148,25 @@ class ManagerConfig:
             if key in values:
                 built[key] = from_mapping(section, values.pop(key), key)
         config = from_mapping(cls, values, "config")
-        return ManagerConfig(
+        merged = ManagerConfig(
             **{**{f: getattr(config, f) for f in cls.__dataclass_fields__}, **built}
         )
+        merged.policy.check_host_paths("policy", plugin_directory=str(merged.plugin_directory))
+        return merged
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ManagerConfig:
+        """Read ``path``; the file itself is then denied to every grant (it holds every
+        plugin's plugin_config)."""
         document = load_toml(path)
         try:
-            return cls.from_mapping(document)
+            config = cls.from_mapping(document)
+            config.policy.check_host_paths("policy", config_file=str(path))
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc.key}", exc.message) from None
+        own = os.path.realpath(path)
+        policy = dataclasses.replace(config.policy, denied_paths=(*config.policy.denied_paths, own))
+        return dataclasses.replace(config, policy=policy)
 
     def validate(self, prefix: str) -> None:
         require(self.broadcast_concurrency >= 1, f"{prefix}.broadcast_concurrency", "must be >= 1")

@@ -13,6 +13,7 @@ from autoweave_plugins.permissions.usb import USBFilter
 
 __all__ = [
     "DEFAULT_MAX_HEAP_MB",
+    "DEFAULT_MAX_THREADS",
     "DEFAULT_MAX_WORKERS",
     "MANIFEST_FILENAME",
     "Author",
@@ -23,6 +24,8 @@ __all__ = [
 MANIFEST_FILENAME = "autoweave.plugin.json"
 DEFAULT_MAX_HEAP_MB = 256
 DEFAULT_MAX_WORKERS = 1
+DEFAULT_MAX_THREADS = 64
+"""Threads a worker may start beyond its main thread (asyncio's default executor needs up to 32)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class Permissions:
     usb: USBFilter = field(default_factory=USBFilter)
     max_heap_mb: int = DEFAULT_MAX_HEAP_MB
     max_workers: int = DEFAULT_MAX_WORKERS
+    max_threads: int = DEFAULT_MAX_THREADS
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 from autoweave_plugins.errors import InvalidURL, ManifestIssue
 from autoweave_plugins.manifest.model import (
     DEFAULT_MAX_HEAP_MB,
+    DEFAULT_MAX_THREADS,
     DEFAULT_MAX_WORKERS,
     Author,
     Manifest,
@@ -61,6 +62,7 @@ MAX_HOOKS = 128
 MAX_DEPENDENCIES = 256
 HEAP_RANGE = (16, 4096)
 WORKERS_RANGE = (1, 16)
+THREADS_RANGE = (1, 4096)
 
 TOP_KEYS = frozenset((
     "$schema", "name", "version", "description", "author", "entry", "permissions", "hooks",
@@ -72,7 +74,7 @@ FS_RULE_KEYS = frozenset(("path", "mode"))
 NETWORK_KEYS = frozenset(("outbound", "inbound"))
 INBOUND_KEYS = frozenset(("port", "interface"))
 USB_KEYS = frozenset(("vendor_ids", "product_ids"))
-MEMORY_KEYS = frozenset(("max_heap_mb", "max_workers"))
+MEMORY_KEYS = frozenset(("max_heap_mb", "max_workers", "max_threads"))
 MODES = tuple(m.value for m in FileMode)
 MODE_BY_NAME: dict[object, FileMode] = {m.value: m for m in FileMode}
 NO_USB = USBFilter()
@@ -336,9 +338,9 @@ class _Validator:
             )
         return USBFilter(vendors, products)
 
-    def memory(self, value: object) -> tuple[int, int]:
+    def memory(self, value: object) -> tuple[int, int, int]:
         doc = self.members(value, "$.permissions.memory", MEMORY_KEYS)
-        heap, workers = DEFAULT_MAX_HEAP_MB, DEFAULT_MAX_WORKERS
+        heap, workers, threads = DEFAULT_MAX_HEAP_MB, DEFAULT_MAX_WORKERS, DEFAULT_MAX_THREADS
         if doc is not None:
             if "max_heap_mb" in doc:
                 heap = (
@@ -352,7 +354,14 @@ class _Validator:
                     )
                     or workers
                 )
-        return heap, workers
+            if "max_threads" in doc:
+                threads = (
+                    self.integer(
+                        doc["max_threads"], "$.permissions.memory.max_threads", THREADS_RANGE
+                    )
+                    or threads
+                )
+        return heap, workers, threads
 
     def permissions(self, value: object) -> Permissions:
         doc = self.members(value, "$.permissions", PERMISSION_KEYS)
@@ -361,12 +370,12 @@ class _Validator:
         filesystem = self.filesystem(doc["filesystem"]) if "filesystem" in doc else ()
         outbound, inbound = self.network(doc["network"]) if "network" in doc else ((), None)
         usb = self.usb(doc["usb"]) if "usb" in doc else NO_USB
-        heap, workers = (
+        heap, workers, threads = (
             self.memory(doc["memory"])
             if "memory" in doc
-            else (DEFAULT_MAX_HEAP_MB, DEFAULT_MAX_WORKERS)
+            else (DEFAULT_MAX_HEAP_MB, DEFAULT_MAX_WORKERS, DEFAULT_MAX_THREADS)
         )
-        return Permissions(filesystem, outbound, inbound, usb, heap, workers)
+        return Permissions(filesystem, outbound, inbound, usb, heap, workers, threads)
 
     def hooks(self, value: object) -> dict[str, str]:
         doc = self.mapping(value, "$.hooks")  # keys are checked one by one below

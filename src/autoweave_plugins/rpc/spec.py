@@ -19,6 +19,8 @@ class WorkerSpec:
     manifest: dict[str, Any]
     filesystem: list[tuple[str, str]]
     max_heap_mb: int
+    max_threads: int = 64
+    """Threads beyond the main one (the manifest's memory.max_threads); see sandbox/threads.py."""
     config: dict[str, Any] = field(default_factory=dict)
     strict: bool = False
     extra_imports: list[str] = field(default_factory=list)

@@ -1,7 +1,8 @@
 """What a worker applies to itself before any plugin code runs, and the capability probe.
 
-Order matters: rlimits and privilege dropping first (they need prctl/setrlimit, which the
-seccomp filter later denies), then Landlock (before any thread exists, see landlock.py), then
+Order matters: rlimits, the thread cap (it changes the real uid, which needs CAP_SETUID) and
+privilege dropping first (they need prctl/setrlimit/setresuid, which the seccomp filter later
+denies), then Landlock (before any thread exists, see landlock.py), then
 seccomp (last, because it forbids what the earlier steps used). The import guard is installed
 by the runtime just before the plugin's entry is imported.
 """
@@ -21,10 +22,12 @@ from landlockpy import AccessFS
 from autoweave_plugins.errors import SandboxUnavailable
 from autoweave_plugins.rpc import WorkerSpec
 from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
+from autoweave_plugins.sandbox.native import sandbox_complete
 from autoweave_plugins.sandbox.privileges import drop_privileges
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
 from autoweave_plugins.sandbox.rlimits import apply_rlimits
 from autoweave_plugins.sandbox.seccomp import build_filter, load_filter
+from autoweave_plugins.sandbox.threads import cap_threads
 
 __all__ = ["Prepared", "apply_sandbox", "prepare", "probe", "runtime_read_paths"]
 
@@ -55,8 +58,8 @@ class Prepared:
 def prepare() -> Prepared:
     """Everything that does not depend on the plugin: done before READY, off the load path.
 
-    Also makes landlockpy open its libc handle now: it locates libc with ``ldconfig``, which
-    needs fork and exec, both denied once the sandbox is on.
+    Also makes landlockpy open its libc handle now (by soname, see native.py), before the
+    filesystem is closed.
     """
     landlock_abi()
     try:
@@ -85,6 +88,10 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
         max_file_bytes=spec.max_file_bytes,
         max_open_files=spec.max_open_files,
     )
+    threads = cap_threads(spec.max_threads)  # needs CAP_SETUID: before privileges are dropped
+    report["threads"] = threads
+    if threads["means"] == "none":
+        missing.append("thread_cap")
     lap("rlimits_ms")
     privileges = drop_privileges()
     report["privileges"] = privileges
@@ -119,6 +126,7 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
         try:
             load_filter(prepared.seccomp[0])
             report["seccomp"] = prepared.seccomp[1]
+            sandbox_complete()  # exec and fork are now the kernel's to refuse
         except OSError as exc:
             report["seccomp"] = f"unavailable: {exc}"
             missing.append("seccomp")

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 
 import landlockpy
 from landlockpy import AccessFS, AccessNet, Ruleset, Scope
+
+from autoweave_plugins.sandbox.native import sonames_only
 
 __all__ = ["READ", "WRITE", "apply_landlock", "landlock_abi"]
 
@@ -41,7 +44,31 @@ MODE_RIGHTS = {"read": READ, "write": WRITE, "readwrite": READ | WRITE}
 
 
 def landlock_abi() -> int:
-    return int(landlockpy.abi_version())
+    """The kernel's Landlock ABI. The first call also opens landlockpy's libc handle, by
+    soname: landlockpy would otherwise run ldconfig to find it."""
+    with sonames_only():
+        return int(landlockpy.abi_version())
+
+
+def _pin(path: str) -> int | None:
+    """An O_PATH descriptor on exactly ``path``, or None if any component of it is a symlink.
+
+    A declared path that has become a symlink (a plugin with write access to its parent could
+    plant one for its next run, or swap one in while another of its workers starts) is not
+    followed: nothing is granted. The rule is then added through the descriptor, so the inode
+    checked is the inode granted, whatever is renamed in between.
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        exact = (
+            not stat.S_ISLNK(os.fstat(fd).st_mode) and os.readlink(f"/proc/self/fd/{fd}") == path
+        )
+    except OSError:
+        exact = False  # no /proc to verify with: refuse rather than guess
+    if not exact:
+        os.close(fd)
+        return None
+    return fd
 
 
 def apply_landlock(
@@ -66,21 +93,30 @@ def apply_landlock(
     with Ruleset(
         handled_fs=handled_fs, handled_net=handled_net, scoped=scoped, best_effort=True
     ) as ruleset:
-        grants = [(path, READ) for path in read_only]
-        for path, mode in declared:
-            # A declared path that has become a symlink (a plugin with write access to its
-            # parent could plant one for its next run) is not followed: nothing is granted.
-            if os.path.realpath(path) != path and os.path.lexists(path):
-                symlinked.append(path)
-            else:
-                grants.append((path, MODE_RIGHTS[mode]))
-        grants += list(extra)
+        grants = [(path, READ) for path in read_only] + list(extra)
         for path, rights in grants:
             try:
                 is_dir = os.path.isdir(path)
                 ruleset.allow_path(path, rights if is_dir else rights & FILE_RIGHTS)
             except FileNotFoundError:
                 skipped.append(path)
+        for path, mode in declared:
+            try:
+                fd = _pin(path)
+            except FileNotFoundError:
+                skipped.append(path)
+                continue
+            if fd is None:
+                symlinked.append(path)
+                continue
+            try:
+                rights = MODE_RIGHTS[mode]
+                is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+                ruleset.allow_path(
+                    f"/proc/self/fd/{fd}", rights if is_dir else rights & FILE_RIGHTS
+                )
+            finally:
+                os.close(fd)
         ruleset.restrict()
     if skipped:
         log.warning("declared paths that do not exist were not granted: %s", ", ".join(skipped))

@@ -10,9 +10,10 @@ No library offers these three prctl/capset calls, so they are made with ctypes h
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
+
+from autoweave_plugins.sandbox.native import libc
 
 __all__ = ["die_with_parent", "drop_privileges", "no_new_privs_set"]
 
@@ -39,7 +40,7 @@ class _CapData(ctypes.Structure):
     )
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = libc()  # by soname: find_library would run /sbin/ldconfig before the sandbox exists
 
 
 def _prctl(option: int, arg: int = 0) -> int:

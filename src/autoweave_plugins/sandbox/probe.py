@@ -6,11 +6,12 @@ libseccomp loadable and seccomp filters allowed, ...), never inferred from a ver
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 from dataclasses import asdict, dataclass, field
 
-import landlockpy
+from autoweave_plugins.sandbox.landlock import landlock_abi
+from autoweave_plugins.sandbox.native import SONAMES, load
+from autoweave_plugins.sandbox.threads import thread_cap_means
 
 __all__ = ["REQUIRED_LAYERS", "LayerStatus", "SandboxProbe", "probe"]
 
@@ -20,6 +21,7 @@ REQUIRED_LAYERS = (
     "landlock_scopes",
     "seccomp",
     "rlimits",
+    "thread_cap",
     "no_new_privs",
 )
 
@@ -63,7 +65,7 @@ def _seccomp_mode() -> str | None:
 def probe() -> SandboxProbe:
     layers: dict[str, LayerStatus] = {}
     try:
-        abi = int(landlockpy.abi_version())
+        abi = landlock_abi()
     except OSError as exc:
         abi, why = 0, str(exc)
     else:
@@ -82,15 +84,32 @@ def probe() -> SandboxProbe:
         if abi >= 9
         else f"needs ABI 9, have {abi}; seccomp denies socket() instead",
     )
-    library = ctypes.util.find_library("seccomp")
+    try:
+        load("seccomp")
+    except OSError:
+        library = None
+    else:
+        library = SONAMES["seccomp"]
     mode = _seccomp_mode()
     layers["seccomp"] = LayerStatus(
         library is not None and mode is not None,
-        f"{library}, filter mode available"
+        f"{library} (loaded by soname, no ldconfig), filter mode available; denies exec, "
+        "prctl outside an allow-list, MAP_GROWSDOWN and stack mremap, AIO and io_uring (ENOSYS), "
+        "listmount/statmount, set*id"
         if library and mode
         else "libseccomp or kernel seccomp missing",
     )
-    layers["rlimits"] = LayerStatus(True, "RLIMIT_DATA, FSIZE, NOFILE, CORE")
+    layers["rlimits"] = LayerStatus(True, "RLIMIT_DATA, STACK (8 MiB), FSIZE, NOFILE, CORE")
+    means = thread_cap_means()
+    layers["thread_cap"] = LayerStatus(
+        True,
+        "RLIMIT_NPROC per worker: "
+        + (
+            "a private real uid per worker, exact"
+            if means == "private_uid"
+            else "this uid's tasks now + max_threads, shared with the uid's other processes"
+        ),
+    )
     layers["no_new_privs"] = LayerStatus(True, "prctl(PR_SET_NO_NEW_PRIVS)")
     max_userns = _read("/proc/sys/user/max_user_namespaces")
     unpriv = _read("/proc/sys/kernel/unprivileged_userns_clone")
@@ -109,6 +128,8 @@ def probe() -> SandboxProbe:
     )
     layers["running_as_root"] = LayerStatus(
         os.geteuid() == 0,
-        "workers drop all capabilities" if os.geteuid() == 0 else "unprivileged host",
+        "workers drop all capabilities and take a private real uid"
+        if os.geteuid() == 0
+        else "unprivileged host",
     )
     return SandboxProbe(layers)

@@ -1,17 +1,25 @@
-"""Resource limits the worker sets on itself: memory, file size, open files, no core dumps.
+"""Resource limits the worker sets on itself: memory, stack, file size, open files, no core.
 
 Memory uses RLIMIT_DATA, not RLIMIT_AS: the address space of a Python process is mostly
 file mappings and reserved-but-unused arena space, so an AS cap of a few hundred MB breaks
 thread creation long before the heap is large. RLIMIT_DATA (Linux >= 4.7) counts private
 writable memory, which is what a heap bomb grows. The limit is the heap the manifest grants
 on top of what the blank interpreter already uses. The host's RSS watchdog backs it up.
+
+The main thread's stack is not data to the kernel: it grows on demand, bounded only by
+RLIMIT_STACK, which a host may have set to unlimited (a plugin then touched 1.5 GiB below its
+stack at a 64 MB heap). It is capped at ``MAX_STACK_BYTES``, or lower if inherited lower.
+Threads' stacks are ordinary mappings, counted as data. Threads themselves: threads.py.
 """
 
 from __future__ import annotations
 
 import resource
 
-__all__ = ["apply_rlimits", "data_in_use_bytes"]
+__all__ = ["MAX_STACK_BYTES", "apply_rlimits", "data_in_use_bytes"]
+
+MAX_STACK_BYTES = 8 << 20
+"""The usual Linux default; CPython's recursion limit keeps far below it."""
 
 
 def data_in_use_bytes() -> int:
@@ -26,11 +34,12 @@ def data_in_use_bytes() -> int:
     return 0
 
 
-def _lower(limit: int, value: int) -> None:
+def _lower(limit: int, value: int) -> int:
     _soft, hard = resource.getrlimit(limit)
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(limit, (value, value))
+    return value
 
 
 def apply_rlimits(*, max_heap_mb: int, max_file_bytes: int, max_open_files: int) -> dict[str, int]:
@@ -40,4 +49,12 @@ def apply_rlimits(*, max_heap_mb: int, max_file_bytes: int, max_open_files: int)
     _lower(resource.RLIMIT_FSIZE, max_file_bytes)
     _lower(resource.RLIMIT_NOFILE, max_open_files)
     _lower(resource.RLIMIT_CORE, 0)
-    return {"data_bytes": data, "file_bytes": max_file_bytes, "open_files": max_open_files}
+    soft, _hard = resource.getrlimit(resource.RLIMIT_STACK)
+    inherited = MAX_STACK_BYTES if soft == resource.RLIM_INFINITY else soft
+    stack = _lower(resource.RLIMIT_STACK, min(inherited, MAX_STACK_BYTES))
+    return {
+        "data_bytes": data,
+        "stack_bytes": stack,
+        "file_bytes": max_file_bytes,
+        "open_files": max_open_files,
+    }

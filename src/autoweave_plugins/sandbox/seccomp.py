@@ -19,6 +19,29 @@ anonymous mappings, memfd) and System V / POSIX IPC objects, which outlive the w
 shared with its siblings; and changing the priority, CPU affinity, scheduler or I/O priority of
 any process but itself, which the kernel allows between processes of the same uid; and
 inotify/fanotify, which would let it watch directories it may not open.
+
+Closed after the red team's pass (issue 9):
+
+- ``prctl`` answers only an allow-list of options (names, and reading state); everything else
+  gets EPERM. ``PR_SET_PDEATHSIG`` above all: clearing it let a worker outlive a host killed
+  with SIGKILL. The option is compared as the full 64-bit register, as the filter sees it, so
+  high bits the kernel truncates away cannot smuggle a denied option past an equality test.
+- Memory that is not "data" to the kernel, so RLIMIT_DATA never sees it: ``MAP_GROWSDOWN``
+  mappings, and ``mremap`` of the main thread's stack, which splits a page off the stack and
+  grows it to any size with the stack's accounting. The filter cannot see which mapping an
+  address belongs to, but it can compare the address: the stack lives in a zone of its own at
+  the top of the address space (it can grow down at most RLIMIT_STACK, capped in rlimits.py),
+  far above every ordinary mapping, so mremap is denied from that zone up and allowed below,
+  where glibc's realloc uses it (denying it outright made growing a 256 MiB bytearray 9x
+  slower). Without a readable stack address, mremap is denied everywhere.
+- Kernel AIO (``io_setup`` and friends) gets ENOSYS, as io_uring: contexts count against the
+  machine-wide ``aio-nr`` and one plugin could fill it. Libraries fall back to threads.
+- ``listmount``/``statmount`` (the whole mount table), ``open_tree_attr``, the LSM self-attribute
+  calls, ``file_setattr`` and the ``*xattrat`` calls, ``quotactl_fd``, ``uselib`` and
+  ``modify_ldt``: nothing a plugin needs. Calls newer than the system libseccomp are denied by
+  number where the number is known for this architecture.
+- Every set*id call and ``setgroups``: the worker's real uid is what RLIMIT_NPROC counts
+  (threads.py), so it must not change it back.
 """
 
 from __future__ import annotations
@@ -26,9 +49,13 @@ from __future__ import annotations
 import errno
 import os
 
-import pyseccomp as sc
+from autoweave_plugins.sandbox.native import sonames_only
+from autoweave_plugins.sandbox.rlimits import MAX_STACK_BYTES
 
-__all__ = ["DENIED_SYSCALLS", "build_filter", "load_filter"]
+with sonames_only():  # pyseccomp looks up its libraries at import: by soname, running nothing
+    import pyseccomp as sc
+
+__all__ = ["DENIED_SYSCALLS", "NOSYS_SYSCALLS", "PRCTL_ALLOWED", "build_filter", "load_filter"]
 
 DENIED_SYSCALLS = (
     "execve", "execveat", "fork", "vfork",
@@ -37,7 +64,6 @@ DENIED_SYSCALLS = (
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
     "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
     "bpf", "keyctl", "add_key", "request_key", "perf_event_open", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
     "open_by_handle_at", "name_to_handle_at", "setrlimit", "quotactl", "swapon", "swapoff",
     "reboot", "acct", "settimeofday", "clock_settime", "adjtimex", "iopl", "ioperm", "syslog",
@@ -60,7 +86,37 @@ DENIED_SYSCALLS = (
     "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl",
     "semget", "semop", "semtimedop", "semctl",
     "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    # Memory with the stack's accounting (see the docstring), and identities.
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
+    "setfsgid", "setgroups", "capset",
+    # The mount table, LSM state, attributes and quotas through newer entry points.
+    "listmount", "statmount", "open_tree_attr", "lsm_get_self_attr", "lsm_set_self_attr",
+    "lsm_list_modules", "file_setattr", "quotactl_fd", "uselib", "modify_ldt",
 )  # fmt: skip
+NOSYS_SYSCALLS = (
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents",
+    "clone3",
+)  # fmt: skip
+"""Answered ENOSYS, so libraries fall back (glibc's clone3 to clone, AIO users to threads)."""
+# Numbers of calls that older libseccomp releases cannot name. From 424 on, x86_64 and the
+# generic table (aarch64, riscv64) share numbers.
+UNIFIED_ARCHS = frozenset((sc.Arch.X86_64, sc.Arch.AARCH64, sc.Arch.RISCV64))
+NEW_SYSCALLS = {
+    "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459, "lsm_set_self_attr": 460,
+    "lsm_list_modules": 461, "setxattrat": 463, "removexattrat": 466, "open_tree_attr": 467,
+    "file_setattr": 469,
+}  # fmt: skip
+PRCTL_ALLOWED = frozenset((
+    2, 3, 5, 7, 9, 11, 13,  # PR_GET_PDEATHSIG, _DUMPABLE, _UNALIGN, _KEEPCAPS, _FPEMU, _FPEXC, _TIMING
+    15, 16,  # PR_SET_NAME, PR_GET_NAME: thread names
+    19, 21, 23, 25, 27, 30,  # PR_GET_ENDIAN, _SECCOMP, PR_CAPBSET_READ, GET_TSC, _SECUREBITS, _TIMERSLACK
+    34, 37, 39, 40, 42, 46,  # PR_MCE_KILL_GET, GET_CHILD_SUBREAPER, _NO_NEW_PRIVS, _TID_ADDRESS, _THP_DISABLE, _FP_MODE
+    52, 56, 58, 66, 68, 74,  # PR_GET_SPECULATION_CTRL, _TAGGED_ADDR_CTRL, _IO_FLUSHER, _MDWE, _MEMORY_MERGE, _SHADOW_STACK_STATUS
+))  # fmt: skip
+"""prctl options a worker may use: its threads' names and reading its own state. Neither
+CPython 3.11 nor glibc 2.36 calls any other after the sandbox is on (checked with strace)."""
+PRCTL_OPTION_SPACE = 256  # every option but PR_SET_PTRACER/PR_SET_VMA/PR_GET_AUXV is below it
 CLONE_THREAD = 0x00010000
 PRIO_PROCESS = 0
 IOPRIO_WHO_PROCESS = 1
@@ -72,8 +128,55 @@ SELF_ONLY = (
 )  # fmt: skip
 MAP_SHARED = 0x01
 MAP_ANONYMOUS = 0x20
+MAP_GROWSDOWN = 0x0100
+STACK_GUARD_GAP = 1 << 20  # the kernel's default stack_guard_gap: 256 pages
+ALL_BITS = (1 << 64) - 1
 SOCK_TYPE_MASK = 0xF
 NON_STREAM_TYPES = (2, 3, 4, 5)  # SOCK_DGRAM, SOCK_RAW, SOCK_RDM, SOCK_SEQPACKET
+
+
+def main_stack_zone() -> int | None:
+    """The lowest address the main thread's stack can ever reach, or None if unknown."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if line.rstrip().endswith("[stack]"):
+                    low, high = (int(part, 16) for part in line.split()[0].split("-"))
+                    return max(0, min(low, high - MAX_STACK_BYTES) - STACK_GUARD_GAP)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _aligned_blocks(low: int, high: int) -> list[tuple[int, int]]:
+    """[low, high) as aligned power-of-two blocks (value, size): one MASKED_EQ test each."""
+    blocks = []
+    while low < high:
+        size = low & -low if low else 1 << (high - 1).bit_length()
+        while low + size > high:
+            size //= 2
+        blocks.append((low, size))
+        low += size
+    return blocks
+
+
+def _number(arch: int, name: str) -> int | None:
+    number = int(sc.resolve_syscall(arch, name))
+    if number >= 0:
+        return number
+    if arch in UNIFIED_ARCHS and name in NEW_SYSCALLS:
+        return NEW_SYSCALLS[name]
+    return None  # older libseccomp, and a number we do not know here: cannot be filtered
+
+
+def _deny_prctl_outside_allow_list(flt: sc.SyscallFilter, deny: int) -> None:
+    """EPERM for every prctl option not in PRCTL_ALLOWED, compared on all 64 bits."""
+    flt.add_rule(deny, "prctl", sc.Arg(0, sc.GE, PRCTL_OPTION_SPACE))
+    start = 0
+    for allowed in [*sorted(PRCTL_ALLOWED), PRCTL_OPTION_SPACE]:
+        for value, size in _aligned_blocks(start, allowed):
+            flt.add_rule(deny, "prctl", sc.Arg(0, sc.MASKED_EQ, ALL_BITS & ~(size - 1), value))
+        start = allowed + 1
 
 
 def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
@@ -85,13 +188,17 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)  # 32-bit entry points are not filtered
     flt.set_attr(sc.Attr.CTL_TSYNC, 1)
     unknown = []
-    for name in DENIED_SYSCALLS:
-        if sc.resolve_syscall(arch, name) < 0:
-            unknown.append(name)  # older libseccomp; the syscall cannot be named, skip it
-            continue
-        flt.add_rule(deny, name)
+    denied = 0
+    for names, action in ((DENIED_SYSCALLS, deny), (NOSYS_SYSCALLS, sc.ERRNO(errno.ENOSYS))):
+        for name in names:
+            number = _number(arch, name)
+            if number is None:
+                unknown.append(name)
+                continue
+            flt.add_rule(action, number)
+            denied += 1
     flt.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
-    flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    _deny_prctl_outside_allow_list(flt, deny)
     # Raising a limit needs a new value (arg 2); reading one passes NULL.
     flt.add_rule(deny, "prlimit64", sc.Arg(2, sc.NE, 0))
     # Signals only to itself: kill(pid) and tgkill(tgid) must name this process.
@@ -120,8 +227,17 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
         "mmap",
         sc.Arg(3, sc.MASKED_EQ, MAP_SHARED | MAP_ANONYMOUS, MAP_SHARED | MAP_ANONYMOUS),
     )
+    # So does a stack-like mapping: the kernel accounts it as stack, not data.
+    flt.add_rule(deny, "mmap", sc.Arg(3, sc.MASKED_EQ, MAP_GROWSDOWN, MAP_GROWSDOWN))
+    zone = main_stack_zone()
+    if zone is None:
+        flt.add_rule(deny, "mremap")
+    else:
+        flt.add_rule(deny, "mremap", sc.Arg(0, sc.GE, zone))
     return flt, {
-        "denied_syscalls": len(DENIED_SYSCALLS) - len(unknown),
+        "denied_syscalls": denied,
+        "prctl_allowed": len(PRCTL_ALLOWED),
+        "mremap_denied_from": hex(zone) if zone is not None else "everywhere",
         "unknown_to_libseccomp": unknown,
     }
 

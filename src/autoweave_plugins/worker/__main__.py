@@ -14,7 +14,7 @@ import sys
 
 from autoweave_plugins.errors import ProtocolError, SandboxUnavailable
 from autoweave_plugins.rpc import FrameDecoder, Kind, WorkerSpec, encode, wire_error
-from autoweave_plugins.sandbox import apply_sandbox, prepare
+from autoweave_plugins.sandbox import apply_sandbox, native, prepare
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.worker import runtime
 
@@ -47,6 +47,7 @@ def _wait_for_assignment(
 
 
 def main() -> int:
+    native.forbid_programs()  # nothing below may run a program: see sandbox/native.py
     if not die_with_parent(int(sys.argv[2])):
         return 0
     sock = socket.socket(fileno=int(sys.argv[1]))
