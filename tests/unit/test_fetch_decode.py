@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ def _deflate(data: bytes, wbits: int) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-ENCODERS = {
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "x-gzip": gzip.compress,
     "deflate": lambda data: _deflate(data, zlib.MAX_WBITS),  # zlib-wrapped, as RFC 9110 says
