@@ -44,6 +44,7 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, FrameDecoder, Kind, check_worker_frame, encode
 from autoweave_plugins.stats import LatencyWindow
+from autoweave_plugins.worker.http import ServeLimits
 from autoweave_plugins.worker.spec import WorkerSpec
 
 __all__ = ["OutputLimits", "WorkerProcess", "build_spec"]
@@ -558,6 +559,7 @@ def build_spec(
     strict: bool = False,
     extra_imports: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
+    serve_limits: ServeLimits | None = None,
 ) -> WorkerSpec:
     """The ASSIGN payload for a discovered, validated plugin."""
     manifest = plugin.manifest
@@ -572,4 +574,5 @@ def build_spec(
         config=dict(config or {}),
         strict=strict,
         extra_imports=list(extra_imports),
+        serve_limits=(serve_limits or ServeLimits()).to_wire(),
     )

@@ -28,11 +28,14 @@ import socket
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from autoweave_plugins.errors import FetchError, InvalidPath, PermissionDenied
 from autoweave_plugins.permissions.paths import Access, PathPolicy
-from autoweave_plugins.worker.http import Handler, HTTPResponse, Request, start_servers
+from autoweave_plugins.worker.http import Handler, HTTPResponse, Request, ServeLimits, start_servers
+
+if TYPE_CHECKING:
+    from autoweave_plugins.worker.spec import WorkerSpec
 
 __all__ = [
     "FetchError",
@@ -67,6 +70,7 @@ config: Mapping[str, Any] = MappingProxyType({})
 
 
 class _Runtime(Protocol):
+    spec: WorkerSpec
     paths: PathPolicy
     listeners: list[socket.socket]
     servers: list[asyncio.Server]
@@ -178,7 +182,8 @@ async def serve(handler: Handler) -> None:
         raise PermissionDenied("network.inbound", "the manifest declares no inbound port")
     if runtime.servers:
         raise RuntimeError("serve() was already called")
-    runtime.servers.extend(await start_servers(runtime.listeners, handler))
+    limits = ServeLimits.from_wire(runtime.spec.serve_limits)
+    runtime.servers.extend(await start_servers(runtime.listeners, handler, limits))
 
 
 async def fetch(
