@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import pycares
 import pytest
 
 from autoweave_plugins.broker.resolve import CaresResolver, LookupLimiter, shared_resolver
@@ -77,3 +78,16 @@ async def test_a_failed_lookup_frees_its_slot() -> None:
     for _ in range(3):
         with pytest.raises(OSError, match="no such name"):
             await asyncio.wait_for(limiter("x", 80), 1.0)
+
+
+class _NoWatches:
+    def __init__(self, **options: object) -> None:
+        raise pycares.AresError(pycares.errno.ARES_ENOMEM, "out of inotify watches")
+
+
+async def test_without_c_ares_lookups_fall_back_to_libc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pycares, "Channel", _NoWatches)
+    assert "127.0.0.1" in await asyncio.wait_for(CaresResolver()("localhost", 80), 5.0)
+    configured = CaresResolver(("127.0.0.1:9",))
+    with pytest.raises(OSError, match="the host's resolver is broken"):
+        await configured("localhost", 80)

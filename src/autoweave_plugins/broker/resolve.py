@@ -13,6 +13,10 @@ nsswitch modules such as mDNS or LDAP), works offline, gives up after ``timeout`
 and takes explicit nameservers (``host`` or ``host:port``), which is how a host can choose the
 resolver its plugins use, and how tests point it at a server that never answers.
 
+Should c-ares fail to start (its thread watches resolv.conf with inotify, and watches can run
+out), lookups fall back to libc in a private pool of ``FALLBACK_THREADS``, logged as an error:
+still capped per plugin, but no longer immune to a handful of hostile plugins together.
+
 Each plugin still gets at most ``max_in_flight`` lookups at once (``LookupLimiter``). A lookup
 whose fetch gave up keeps its slot until c-ares itself is done with it, so abandoning lookups
 cannot pile up more of them.
@@ -21,8 +25,10 @@ cannot pile up more of them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +36,8 @@ from typing import Any
 import pycares
 
 __all__ = ["CaresResolver", "LookupLimiter", "Resolve", "shared_resolver"]
+
+log = logging.getLogger(__name__)
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) -> addresses``: what the fetch broker needs from a resolver."""
@@ -42,6 +50,19 @@ def _settle(future: asyncio.Future[list[str]], result: Any, error: int | None) -
         future.set_exception(OSError(error, pycares.errno.strerror(error)))
     else:
         future.set_result([str(node.addr[0].decode("ascii")) for node in result.nodes])
+
+
+FALLBACK_THREADS = 16
+"""Threads for libc lookups if c-ares cannot start (each plugin still holds at most its cap)."""
+
+
+@functools.cache
+def _fallback_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(FALLBACK_THREADS, "autoweave-dns")
+
+
+def _libc_lookup(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 class CaresResolver:
@@ -58,12 +79,25 @@ class CaresResolver:
         self.timeout = timeout
         self.tries = tries
         self._channel: pycares.Channel | None = None
+        self._broken: str | None = None  # why the channel could not be opened
 
-    def _open(self) -> pycares.Channel:
-        if self._channel is None:
-            self._channel = pycares.Channel(
-                servers=list(self.nameservers) or None, timeout=self.timeout, tries=self.tries
-            )
+    def _open(self) -> pycares.Channel | None:
+        if self._channel is None and self._broken is None:
+            try:
+                self._channel = pycares.Channel(
+                    servers=list(self.nameservers) or None, timeout=self.timeout, tries=self.tries
+                )
+            except (pycares.AresError, ValueError, TypeError) as exc:
+                # c-ares' own thread watches resolv.conf with inotify; out of watches (the
+                # host's file watcher uses them too), it cannot start.
+                self._broken = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "c-ares resolver unavailable (%s); %s",
+                    self._broken,
+                    f"falling back to libc lookups in a private pool of {FALLBACK_THREADS} threads"
+                    if not self.nameservers
+                    else "lookups through the configured nameservers fail",
+                )
         return self._channel
 
     def lookup(self, host: str, port: int) -> asyncio.Future[list[str]]:
@@ -78,8 +112,14 @@ class CaresResolver:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(_settle, future, result, error)
 
+        channel = self._open()
+        if channel is None:
+            if self.nameservers:
+                future.set_exception(OSError(f"the host's resolver is broken ({self._broken})"))
+                return future
+            return loop.run_in_executor(_fallback_pool(), _libc_lookup, host, port)
         try:
-            self._open().getaddrinfo(host, port, type=socket.SOCK_STREAM, callback=answered)
+            channel.getaddrinfo(host, port, type=socket.SOCK_STREAM, callback=answered)
         except (pycares.AresError, UnicodeError, ValueError) as exc:
             future.set_exception(OSError(f"cannot look up {host!r}: {exc}"))
         return future
