@@ -266,7 +266,7 @@ class FetchBroker:
                 decoder = BoundedDecoder(
                     content_codings(response.headers.get_list("content-encoding")), DECODE_STEP
                 )
-                content = await self._read_body(url, response, decoder)
+                content = await self._read_body(response, decoder)
             finally:
                 await response.aclose()
         except TimeoutError:
@@ -289,9 +289,7 @@ class FetchBroker:
             "location": response.headers.get("location"),
         }
 
-    async def _read_body(
-        self, url: CanonicalURL, response: httpx.Response, decoder: BoundedDecoder
-    ) -> bytes:
+    async def _read_body(self, response: httpx.Response, decoder: BoundedDecoder) -> bytes:
         """The decoded body, grown at most ``DECODE_STEP`` bytes between checks and yields."""
         limit, total = self.limits.max_response_bytes, self.limits.max_buffered_bytes
         pieces: list[bytes] = []
