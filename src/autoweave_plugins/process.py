@@ -51,6 +51,7 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
+from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.stats import LatencyWindow
 
 __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats", "build_spec"]
@@ -382,6 +383,7 @@ def build_spec(
     strict: bool = False,
     extra_imports: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
+    serve_limits: ServeLimits | None = None,
 ) -> WorkerSpec:
     """The ASSIGN payload for a discovered, validated plugin."""
     manifest = plugin.manifest
@@ -397,4 +399,5 @@ def build_spec(
         config=dict(config or {}),
         strict=strict,
         extra_imports=list(extra_imports),
+        serve_limits=(serve_limits or ServeLimits()).to_wire(),
     )

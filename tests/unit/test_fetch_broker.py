@@ -128,3 +128,48 @@ async def test_credentials_do_not_follow_a_cross_origin_redirect() -> None:
         assert (
             "authorization" not in landed and "cookie" not in landed and landed["x-trace"] == "keep"
         )
+
+
+async def test_only_encodings_the_host_can_bound_are_asked_for() -> None:
+    # What httpx's own default becomes once the brotli and zstandard packages are installed.
+    wide = {"Accept-Encoding": "gzip, deflate, br, zstd"}
+    async with local_server() as server, httpx.AsyncClient(headers=wide) as http:
+        base = f"http://127.0.0.1:{server.port}"
+        broker = FetchBroker(OutboundPolicy([f"{base}/allowed/*"]), http)
+        await broker.fetch(request(f"{base}/allowed/a"))
+        await broker.fetch(request(f"{base}/allowed/b", headers={"Accept-Encoding": "identity"}))
+        assert [s.headers["accept-encoding"] for s in server.seen] == ["gzip, deflate", "identity"]
+
+
+async def test_a_plugins_bodies_in_flight_share_one_budget() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        limits = FetchLimits(max_buffered_bytes=1 << 20)
+        broker = FetchBroker(OutboundPolicy([f"{base}/allowed/*"]), http, limits)
+        with pytest.raises(FetchError, match="hold more than 1048576 bytes together"):
+            await broker.fetch(request(f"{base}/allowed/big"))
+        assert broker._buffered == 0  # a failed read gives its share back
+        assert (await broker.fetch(request(f"{base}/allowed/gzip")))["status"] == 200
+        assert broker._buffered == 0
+
+
+async def test_each_permitted_address_is_tried_until_one_accepts() -> None:
+    async with local_server() as server, httpx.AsyncClient() as http:
+        # c-ares answers localhost with ::1 first; this server listens on 127.0.0.1 only.
+        resolver = Resolver({"localhost": ["::1", "127.0.0.1"]})
+        broker = FetchBroker(
+            OutboundPolicy([f"http://localhost:{server.port}/*"]), http, resolver=resolver
+        )
+        response = await broker.fetch(request(f"http://localhost:{server.port}/allowed/x"))
+        assert response["status"] == 200 and len(server.seen) == 1
+    closed = local_server()
+    async with closed as gone:
+        port = gone.port
+    async with httpx.AsyncClient() as http:
+        broker = FetchBroker(
+            OutboundPolicy([f"http://localhost:{port}/*"]),
+            http,
+            resolver=Resolver({"localhost": ["::1", "127.0.0.1"]}),
+        )
+        with pytest.raises(FetchError, match=r"cannot connect \(\[::1\]: .*; 127\.0\.0\.1: "):
+            await broker.fetch(request(f"http://localhost:{port}/allowed/x"))

@@ -1,10 +1,15 @@
 """Outbound HTTP on behalf of plugins, checked against their URL patterns (DESIGN §4).
 
-For each hop: canonicalise and match the URL; resolve the name once; keep only addresses the
-matching pattern permits (public ones, or the private IP the pattern names); connect to that
-exact address with the original Host header and TLS server name, so a DNS answer that changes
-between check and connect cannot redirect the request. Redirects are not followed by httpx:
-each Location is matched and resolved again as a new hop. Response size and total time are
+For each hop: canonicalise and match the URL; resolve the name once (``resolve``: c-ares,
+a few lookups in flight per plugin); keep only addresses the matching pattern permits (public
+ones, or the private IP the pattern names); connect to one of those exact addresses with the
+original Host header and TLS server name, so a DNS answer that changes between check and
+connect cannot redirect the request. Redirects are not followed by httpx: each Location is
+matched and resolved again as a new hop.
+
+Everything a response's sender chooses is bounded: the body is read raw and decoded here
+(``decode``) in steps of at most ``DECODE_STEP`` bytes, counted against the response cap and
+against the plugin's total in flight, with the loop yielded between steps; total time is
 capped. Errors reach the plugin as PermissionDenied (refused) or FetchError (failed).
 """
 
@@ -12,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +24,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from autoweave_plugins.broker.decode import ACCEPT_ENCODING, BoundedDecoder, content_codings
+from autoweave_plugins.broker.resolve import LookupLimiter, Resolve, shared_resolver
 from autoweave_plugins.errors import FetchError, PermissionDenied
 from autoweave_plugins.permissions.urls import CanonicalURL, OutboundPolicy, URLPattern
 
@@ -43,14 +49,39 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
+DECODE_STEP = 64 << 10
+"""The most a response body grows on the loop between two checks of its caps (and yields)."""
+
+MAX_ADDRESSES = 4
+"""Resolved, permitted addresses tried in turn when a connection is refused (IPv6 then IPv4)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
+    """What one plugin's outbound HTTP may cost the host. Durations are in seconds."""
+
     max_redirects: int = 5
+    """Redirect hops followed (each re-checked) before the fetch fails."""
     max_response_bytes: int = 10 << 20
+    """Largest response body, counted after decoding gzip or deflate."""
     max_request_bytes: int = 10 << 20
+    """Largest request body a plugin may send."""
     default_timeout: float = 10.0
+    """Time for a whole fetch (every hop, lookup and body) when the plugin gives none."""
     max_timeout: float = 60.0
+    """Longest time a plugin may ask for."""
     max_headers: int = 64
+    """Request headers a plugin may set."""
+    max_buffered_bytes: int = 32 << 20
+    """All of one plugin's response bodies being read at once, together, after decoding."""
+    max_lookups_in_flight: int = 4
+    """DNS lookups one plugin may have unfinished at once; more wait for a free slot."""
+    dns_timeout: float = 2.0
+    """Seconds each nameserver gets to answer one try of a lookup."""
+    dns_tries: int = 2
+    """Tries per nameserver before a lookup fails."""
+    nameservers: tuple[str, ...] = ()
+    """DNS servers (``ip`` or ``ip:port``) to ask instead of /etc/resolv.conf's; empty: the system's."""
 
 
 def _refuse(message: str) -> PermissionDenied:
@@ -58,24 +89,27 @@ def _refuse(message: str) -> PermissionDenied:
 
 
 class FetchBroker:
-    """One plugin's outbound HTTP. ``resolver`` is injectable so tests can pin DNS answers."""
+    """One plugin's outbound HTTP.
+
+    ``resolver`` is injectable so tests can pin DNS answers; by default the process's c-ares
+    resolver for ``limits`` (its nameservers and timeouts) is shared by every plugin, each
+    capped at ``limits.max_lookups_in_flight`` lookups.
+    """
 
     def __init__(
         self,
         policy: OutboundPolicy,
         client: httpx.AsyncClient,
         limits: FetchLimits | None = None,
-        resolver: Any = None,
+        resolver: Resolve | None = None,
     ) -> None:
         self.policy = policy
         self.client = client
-        self.limits = limits or FetchLimits()
-        self._resolve = resolver or self._system_resolve
-
-    @staticmethod
-    async def _system_resolve(host: str, port: int) -> list[str]:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return [str(info[4][0]) for info in infos]
+        self.limits = limits = limits or FetchLimits()
+        if resolver is None:
+            resolver = shared_resolver(limits.nameservers, limits.dns_timeout, limits.dns_tries)
+        self._resolve = LookupLimiter(resolver, limits.max_lookups_in_flight)
+        self._buffered = 0  # decoded body bytes held by this plugin's fetches in flight
 
     def _check_request(
         self, payload: dict[str, Any]
@@ -115,19 +149,23 @@ class FetchBroker:
             raise FetchError("timeout must be a positive number of seconds")
         return url, method.upper(), headers, body, min(float(timeout), self.limits.max_timeout)
 
-    async def _pin(self, url: CanonicalURL, pattern: URLPattern) -> str:
-        """The address to connect to: resolved once, and permitted by the pattern."""
+    async def _pin(self, url: CanonicalURL, pattern: URLPattern) -> list[str]:
+        """The addresses to connect to, in order: resolved once, and permitted by the pattern."""
         if url.address is not None:
             candidates = [url.address]
         else:
             try:
                 answers = await self._resolve(url.host, url.port)
             except OSError as exc:
-                raise FetchError(f"cannot resolve {url.host}: {exc}") from None
+                raise FetchError(f"cannot resolve {url.host}: {exc.strerror or exc}") from None
             candidates = [ipaddress.ip_address(a.split("%")[0]) for a in answers]
-        for address in candidates:
-            if pattern.permits_address(address):
-                return f"[{address}]" if address.version == 6 else str(address)
+        permitted = [
+            f"[{address}]" if address.version == 6 else str(address)
+            for address in candidates
+            if pattern.permits_address(address)
+        ]
+        if permitted:
+            return permitted[:MAX_ADDRESSES]
         shown = ", ".join(map(str, candidates)) or "nothing"
         raise _refuse(
             f"{url.host} resolves to {shown}: private, loopback and link-local addresses are refused unless the pattern names the IP"
@@ -160,9 +198,8 @@ class FetchBroker:
                 # Credentials are for the origin they were given to, as browsers and httpx do.
                 headers = [(k, v) for k, v in headers if k.lower() not in CREDENTIAL_HEADERS]
             origin = (url.scheme, url.host, url.port)
-            address = await self._pin(url, decision.pattern)
-            response = await self._send(
-                url, address, method, headers, body, max(0.001, deadline - time.monotonic())
+            response = await self._connect_any(
+                url, await self._pin(url, decision.pattern), method, headers, body, deadline
             )
             location = response.get("location")
             if response["status"] in REDIRECTS and location:
@@ -176,6 +213,27 @@ class FetchBroker:
             return response
         raise FetchError(f"more than {self.limits.max_redirects} redirects")
 
+    async def _connect_any(
+        self,
+        url: CanonicalURL,
+        addresses: list[str],
+        method: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        deadline: float,
+    ) -> dict[str, Any]:
+        """Send to the first address that accepts a connection (``localhost`` is often both
+        ::1 and 127.0.0.1, and a server may listen on one). Nothing was sent to one refused."""
+        failures = []
+        for address in addresses:
+            try:
+                return await self._send(
+                    url, address, method, headers, body, max(0.001, deadline - time.monotonic())
+                )
+            except httpx.ConnectError as exc:
+                failures.append(f"{address}: {exc or type(exc).__name__}")
+        raise FetchError(f"{url.url}: cannot connect ({'; '.join(failures)})")
+
     async def _send(
         self,
         url: CanonicalURL,
@@ -185,8 +243,13 @@ class FetchBroker:
         body: bytes | None,
         timeout: float,
     ) -> dict[str, Any]:
+        """One request to ``address``. Raises httpx.ConnectError if it refused the connection."""
         port = "" if url.port == {"http": 80, "https": 443}[url.scheme] else f":{url.port}"
         target = f"{url.scheme}://{address}:{url.port}{url.target}"
+        if not any(k.lower() == "accept-encoding" for k, _ in headers):
+            # Only what ``decode`` can inflate with a bound (httpx would add br and zstd when
+            # their packages happen to be installed).
+            headers = [*headers, ("Accept-Encoding", ACCEPT_ENCODING)]
         request = self.client.build_request(
             method,
             target,
@@ -200,20 +263,20 @@ class FetchBroker:
         try:
             response = await asyncio.wait_for(self.client.send(request, stream=True), timeout)
             try:
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():  # decoded: gzip is not the plugin's job
-                    size += len(chunk)
-                    if size > self.limits.max_response_bytes:
-                        raise FetchError(
-                            f"response larger than {self.limits.max_response_bytes} bytes"
-                        )
-                    chunks.append(chunk)
+                decoder = BoundedDecoder(
+                    content_codings(response.headers.get_list("content-encoding")), DECODE_STEP
+                )
+                content = await self._read_body(response, decoder)
             finally:
                 await response.aclose()
         except TimeoutError:
             raise FetchError(f"{url.url}: timed out after {timeout:.3g} s") from None
+        except httpx.ConnectError:
+            raise
         except httpx.HTTPError as exc:
             raise FetchError(f"{url.url}: {type(exc).__name__}: {exc}") from None
+        except FetchError as exc:
+            raise FetchError(f"{url.url}: {exc}") from None
         return {
             "status": response.status_code,
             "headers": {
@@ -221,7 +284,41 @@ class FetchBroker:
                 for k, v in response.headers.items()
                 if k.lower() not in ("set-cookie", "content-encoding", "content-length")
             },
-            "body": b"".join(chunks),
+            "body": content,
             "url": url.url,
             "location": response.headers.get("location"),
         }
+
+    async def _read_body(self, response: httpx.Response, decoder: BoundedDecoder) -> bytes:
+        """The decoded body, grown at most ``DECODE_STEP`` bytes between checks and yields."""
+        limit, total = self.limits.max_response_bytes, self.limits.max_buffered_bytes
+        pieces: list[bytes] = []
+        held = 0
+
+        def keep(piece: bytes) -> None:
+            nonlocal held
+            held += len(piece)
+            self._buffered += len(piece)
+            if held > limit:
+                decoded = (
+                    "" if decoder.coding == "identity" else f" once {decoder.coding} is decoded"
+                )
+                raise FetchError(f"response larger than {limit} bytes{decoded}")
+            if self._buffered > total:
+                raise FetchError(
+                    f"this plugin's responses being read hold more than {total} bytes together; "
+                    "fetch less at once"
+                )
+            pieces.append(piece)
+
+        try:
+            async for raw in response.aiter_raw():
+                for piece in decoder.feed(raw):
+                    keep(piece)
+                    await asyncio.sleep(0)  # inflating is CPU work: let the loop breathe
+            for piece in decoder.finish():
+                keep(piece)
+                await asyncio.sleep(0)
+            return b"".join(pieces)
+        finally:
+            self._buffered -= held

@@ -2,13 +2,14 @@
 
 ``frames`` is the framing (length-prefixed msgpack, size cap, decode budget), ``shapes`` the
 frame kinds and what a worker's frames must look like, ``wire_errors`` the error maps both
-sides send, and ``spec`` the ASSIGN payload. The worker imports this package inside its
+sides send, ``spec`` the ASSIGN payload, and ``serve_limits`` what it carries for ``autoweave.serve``. The worker imports this package inside its
 sandbox, so it must stay free of the host's stack.
 """
 
 from __future__ import annotations
 
 from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode
+from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
 from autoweave_plugins.rpc.spec import WorkerSpec
 from autoweave_plugins.rpc.wire_errors import (
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_REPLY_MESSAGE",
     "FrameDecoder",
     "Kind",
+    "ServeLimits",
     "WireError",
     "WorkerSpec",
     "brief",

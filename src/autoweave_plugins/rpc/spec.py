@@ -27,6 +27,7 @@ class WorkerSpec:
     max_file_bytes: int = 256 << 20
     max_open_files: int = 256
     metrics_per_second: float = 200.0
+    serve_limits: dict[str, Any] = field(default_factory=dict)  # worker.http.ServeLimits.to_wire()
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

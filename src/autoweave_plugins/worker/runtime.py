@@ -33,6 +33,7 @@ from autoweave_plugins.rpc import (
     read_wire_error,
     wire_error,
 )
+from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.sandbox.imports import ImportGuard
 from autoweave_plugins.worker.http import start_servers, stop_servers
 
@@ -191,7 +192,8 @@ class PluginRuntime(asyncio.Protocol):
 
     async def start_servers(self, handler: sdk.Handler) -> list[asyncio.Server]:
         """Serve ``autoweave.serve``'s handler on the listening sockets the host handed over."""
-        return await start_servers(self.listeners, handler)
+        limits = ServeLimits.from_wire(self.spec.serve_limits)
+        return await start_servers(self.listeners, handler, limits)
 
     # --- loading -------------------------------------------------------------------------
 
