@@ -4,7 +4,8 @@ Each config section is a plain frozen dataclass with documented defaults. ``from
 checks every key against the dataclass fields and every value against the field's type, so a
 typo (``min_worker``) or a wrong type (``"2"``) fails with ``ConfigError`` naming
 ``worker_pool.min_worker`` instead of being ignored. Range checks live in each dataclass's
-``validate()`` method, which ``from_mapping`` calls.
+``validate()`` method, which ``from_mapping`` calls. A field whose type is itself a dataclass
+(``limits.fetch``) is built the same way from a nested table, with the longer key in errors.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         }
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return from_mapping(tp, value, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"must be a number, not {type(value).__name__}")
