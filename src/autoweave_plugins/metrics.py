@@ -94,7 +94,9 @@ class _StateCollector(Collector):
         )
         calls = CounterMetricFamily("autoweave_plugin_calls", "Hook calls", labels=["plugin"])
         rss = GaugeMetricFamily(
-            "autoweave_worker_rss_bytes", "RSS at the last health check", labels=["plugin", "pid"]
+            "autoweave_worker_rss_bytes",
+            "RSS at the last host measurement",
+            labels=["plugin", "pid"],
         )
         for plugin in snapshots:
             name = plugin["name"]

@@ -31,6 +31,7 @@ class WorkerPoolOptions(TypedDict, total=False):
     health_check_interval: float
     health_check_timeout: float
     rss_allowance_mb: int
+    memory_check_interval: float
     call_timeout: float
     restart_backoff_base: float
     restart_backoff_cap: float

@@ -56,7 +56,11 @@ class WorkerPoolConfig:
     health_check_timeout: float = 5.0
     rss_allowance_mb: int = 64
     """RSS a worker may use beyond its manifest's max_heap_mb (the interpreter itself) before
-    the health check kills it with reason ``memory``. Measured by the host."""
+    the memory check kills it with reason ``memory``. Measured by the host."""
+    memory_check_interval: float = 1.0
+    """How often the host measures each assigned worker's RSS against its budget. Separate
+    from the health check and much more frequent: memory the kernel's rlimits do not count
+    (such as a growsdown mapping) must not stay held for long. One /proc read per worker."""
     call_timeout: float = 30.0
     """Default per-call timeout; ``call(timeout=...)`` overrides it."""
     restart_backoff_base: float = 0.01
@@ -89,6 +93,7 @@ class WorkerPoolConfig:
             "worker_idle_timeout",
             "health_check_interval",
             "health_check_timeout",
+            "memory_check_interval",
             "call_timeout",
             "healthy_period",
             "breaker_window",

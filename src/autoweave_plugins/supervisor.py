@@ -4,7 +4,10 @@ gunicorn's arbiter.
 - ``worker_exited`` (reap): an attached worker ended; a crash is counted against the breaker
   and restarted after a capped, jittered backoff; enough crashes in the window fail the plugin.
 - ``health_check`` (murder): ping every worker not running a call; one that does not answer is
-  killed as ``unhealthy``, one whose host-measured RSS is over budget as ``memory``.
+  killed as ``unhealthy``.
+- ``memory_check`` (murder): every ``memory_check_interval`` (1 s), far more often than the
+  health check, kill any assigned worker whose host-measured RSS is over its budget, busy or
+  not, with reason ``memory``. It backs the rlimits for memory they do not count.
 - ``reclaim_idle`` and ``reclaim_lru`` (manage): unload plugins idle past their timeout, stop
   extra workers idle past ``scale_in_idle``, and free a slot for the pool at its cap.
 - ``maybe_scale_out`` (spawn): give a busy plugin another worker, up to its manifest's
@@ -52,9 +55,10 @@ class Supervisor:
         loader.on_worker_exit = self.worker_exited
 
     def start(self) -> None:
-        """Start the periodic jobs: health check and idle reclaim."""
+        """Start the periodic jobs: health check, memory check and idle reclaim."""
         pool = self.config.worker_pool
         self.tasks.every(pool.health_check_interval, self.health_check)
+        self.tasks.every(pool.memory_check_interval, self.memory_check)
         self.tasks.every(
             min(1.0, pool.scale_in_idle / 4, pool.worker_idle_timeout / 4), self.reclaim_idle
         )
@@ -116,42 +120,39 @@ class Supervisor:
     async def health_check(self) -> None:
         timeout = self.config.worker_pool.health_check_timeout
 
-        async def check(record: PluginRecord | None, worker: WorkerProcess) -> None:
-            try:
+        async def check(worker: WorkerProcess) -> None:
+            with contextlib.suppress(WorkerError):  # ping killed it as unhealthy
                 await worker.ping(timeout)
-            except WorkerError:
-                return  # ping killed it as unhealthy; recovery follows from the exit
-            if record is not None:
-                self._enforce_memory(record, worker)
 
         # A worker running a call is not pinged: a sync hook blocks its loop, and the call's
         # own timeout already bounds it.
-        checks = [
-            check(r, a.worker)
+        workers = [
+            a.worker
             for r in self.registry.values()
             for a in list(r.assignments)
             if a.worker.alive and not a.busy
         ]
-        checks += [check(None, w) for w in list(self.pool.spares) if w.alive]
-        await asyncio.gather(*checks)
+        workers += [w for w in list(self.pool.spares) if w.alive]
+        await asyncio.gather(*(check(w) for w in workers))
 
-    def _enforce_memory(self, record: PluginRecord, worker: WorkerProcess) -> None:
-        """Kill ``worker`` with reason ``memory`` if its RSS is over the plugin's budget.
-        Measured by the host: what a worker says of itself is untrusted."""
-        rss = worker.measure_rss()
-        if rss is None:
-            return
+    async def memory_check(self) -> None:
+        """Kill each assigned worker whose RSS is over its plugin's budget (reason ``memory``).
+        Measured by the host from /proc: what a worker says of itself is untrusted."""
         allowance = self.config.worker_pool.rss_allowance_mb
-        limit = (record.plugin.manifest.permissions.max_heap_mb + allowance) * (1 << 20)
-        if rss > limit:
-            log.warning(
-                "worker %s of %s uses %d bytes RSS > %d; killing",
-                worker.pid,
-                record.name,
-                rss,
-                limit,
-            )
-            worker.kill(ExitReason.MEMORY)
+        for record in list(self.registry.values()):
+            limit = (record.plugin.manifest.permissions.max_heap_mb + allowance) * (1 << 20)
+            for assignment in list(record.assignments):
+                worker = assignment.worker
+                rss = worker.measure_rss() if worker.alive else None
+                if rss is not None and rss > limit:
+                    log.warning(
+                        "worker %s of %s uses %d bytes RSS > %d; killing",
+                        worker.pid,
+                        record.name,
+                        rss,
+                        limit,
+                    )
+                    worker.kill(ExitReason.MEMORY)
 
     # --- reclaim and scale ---------------------------------------------------------------
 
