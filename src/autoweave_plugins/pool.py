@@ -129,14 +129,14 @@ class WorkerPool:
                 *(self._spawn() for _ in range(missing)), return_exceptions=True
             )
             for result in results:
-                if isinstance(result, WorkerProcess):
-                    self.spares.append(result)
-                    failures = 0
-                elif isinstance(result, WorkerError):
+                if isinstance(result, WorkerError):
                     failures += 1
                     log.error("could not start a spare worker: %s", result)
                 elif isinstance(result, BaseException):
                     raise result
+                else:
+                    self.spares.append(result)
+                    failures = 0
             if failures:
                 await asyncio.sleep(min(30.0, 0.1 * 2**failures))
 
@@ -182,7 +182,7 @@ class WorkerPool:
                 await self._replenisher
         # Processes still starting are waited for, so that they are stopped below too.
         started = await asyncio.gather(*self._spawning, return_exceptions=True)
-        self.live.update(w for w in started if isinstance(w, WorkerProcess))
+        self.live.update(w for w in started if not isinstance(w, BaseException))
         await asyncio.gather(
             *(w.stop(timeout=timeout, reason=ExitReason.SHUTDOWN) for w in list(self.live)),
             return_exceptions=True,
