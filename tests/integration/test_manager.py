@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,26 @@ async def watch_peak_loads(m: PluginManager, peak: list[int]) -> None:
     while True:
         peak[0] = max(peak[0], m.scheduler.loading)
         await asyncio.sleep(0.002)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition the manager exposes no event for."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def first(m: PluginManager, name: str, reason: str | None = None) -> asyncio.Event:
+    """Set at the first ``name`` event (with ``reason``, if given)."""
+    seen = asyncio.Event()
+
+    def listener(event: Event) -> None:
+        if reason is None or event.data.get("reason") == reason:
+            seen.set()
+
+    m.on(name, listener)
+    return seen
 
 
 def manager(root: Path, **options: Any) -> PluginManager:
@@ -177,12 +198,10 @@ async def test_idle_reclaim_then_lazy_reload(plugins: Path) -> None:
     terminated: list[Event] = []
     m = manager(plugins, worker_pool={"worker_idle_timeout": 0.3, "scale_in_idle": 0.3})
     m.on("worker:terminated", terminated.append)
+    unloaded = first(m, "plugin:unloaded")
     async with m:
         await m.call("alpha", "onWork")
-        for _ in range(100):
-            if m.state("alpha") == "dormant":
-                break
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(unloaded.wait(), 5)
         assert m.state("alpha") == "dormant"
         assert [e.data["reason"] for e in terminated] == ["idle"]
         assert await m.call("alpha", "onWork", 7) == 7
@@ -206,7 +225,7 @@ async def test_sigkill_under_load_fails_in_flight_then_serves_again(plugins: Pat
         [worker] = m.records["alpha"].workers
         assert worker.pid is not None
         calls = [asyncio.ensure_future(m.call("alpha", "onWork", i, delay=5)) for i in range(20)]
-        await asyncio.sleep(0.1)
+        await until(lambda: m.records["alpha"].calls_in_flight == 20)  # all sent to the worker
         os.kill(worker.pid, signal.SIGKILL)
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 3)
         assert all(isinstance(r, PluginCrashed) for r in results)
@@ -220,11 +239,12 @@ async def test_breaker_opens_and_reload_closes_it(plugins: Path) -> None:
     failed: list[Event] = []
     m = manager(plugins, worker_pool={"breaker_threshold": 2, "breaker_window": 30})
     m.on("plugin:failed", failed.append)
+    opened = first(m, "plugin:failed")
     async with m:
         for _ in range(2):
             with pytest.raises(PluginCrashed):
                 await m.call("delta", "onCrash")
-            await asyncio.sleep(0.1)
+        await asyncio.wait_for(opened.wait(), 5)  # once the second crashed worker is reaped
         assert m.state("delta") == "failed" and len(failed) == 1
         with pytest.raises(PluginFailed):
             await m.call("delta", "onWork")
@@ -251,14 +271,12 @@ async def test_health_check_kills_a_hung_worker_but_not_a_busy_one(tmp_path: Pat
     reasons: list[str] = []
     m = manager(root, worker_pool={"health_check_interval": 0.2, "health_check_timeout": 0.3})
     m.on("worker:terminated", lambda e: reasons.append(e.data["reason"]))
+    terminated = first(m, "worker:terminated")
     async with m:
         await m.call("stuck", "onBlock", 1.2, timeout=10)  # busy in a sync hook: not "unhealthy"
         assert reasons == []
         await m.call("stuck", "onHang")
-        for _ in range(200):  # the event follows once the killed process is reaped
-            if reasons:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(terminated.wait(), 5)  # once the killed process is reaped
         assert reasons == ["unhealthy"]
 
 
@@ -282,6 +300,7 @@ async def test_scale_out_up_to_manifest_max_workers(tmp_path: Path) -> None:
     async with manager(root, worker_pool={"scale_out_queue": 2}) as m:
         await m.call("wide", "onWork")
         await asyncio.gather(*(m.call("wide", "onWork", i, delay=0.3) for i in range(8)))
+        await until(lambda: not m.records["wide"].scaling)  # the second worker's load finished
         assert len(m.records["wide"].workers) == 2
 
 
@@ -317,26 +336,30 @@ async def test_listeners_sync_async_and_raising(plugins: Path) -> None:
                 collected.append(event.name)
 
         consumer = asyncio.ensure_future(consume())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop pass: the consumer subscribes
         await m.call("alpha", "onWork")
-        await asyncio.sleep(0.05)
-    await asyncio.wait_for(consumer, 5)
+    await asyncio.wait_for(consumer, 5)  # async listeners and the stream end with stop()
     assert "sync:plugin:loaded" in seen and "async:plugin:loaded" in seen
     assert "plugin:loaded" in collected and collected[-1] == "manager:stopped"
 
 
 async def test_no_orphans_after_cancellation(plugins: Path) -> None:
     before = children()
+    m = manager(plugins, worker_pool={"min_workers": 2})
 
     async def host() -> None:
-        async with manager(plugins, worker_pool={"min_workers": 2}) as m:
+        async with m:
             await m.load_many(["alpha", "beta"])
             await m.call("alpha", "onWork", 1, delay=30)
 
     task = asyncio.ensure_future(host())
-    await asyncio.sleep(1.0)
-    assert len(children() - before) >= 3
-    task.cancel()
+    try:
+        # alpha busy in a call, beta loaded, and a spare started again: workers in each role.
+        await until(lambda: "alpha" in m.records and m.records["alpha"].calls_in_flight == 1)
+        await until(lambda: bool(m.pool.spares))
+        assert len(children() - before) >= 3
+    finally:
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert children() <= before
@@ -363,7 +386,7 @@ async def test_stop_with_a_worker_ignoring_sigterm(tmp_path: Path) -> None:
     m = manager(root, worker_pool={"unload_timeout": 0.5, "extra_imports": ["signal"]})
     async with m:
         call = asyncio.ensure_future(m.call("stubborn", "onBlock", timeout=120))
-        await asyncio.sleep(0.5)
+        await until(lambda: m.records["stubborn"].calls_in_flight == 1)
         started = time.monotonic()
     assert time.monotonic() - started < 5
     assert children() <= before
