@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from pathlib import Path
 
@@ -89,3 +90,13 @@ def test_sections_accept_the_dataclass_itself() -> None:
     assert ManagerConfig.from_mapping({"limits": limits}).limits is limits
     with pytest.raises(ConfigError, match=r"worker_pool\.memory_check_interval: must be > 0"):
         ManagerConfig.from_mapping({"worker_pool": {"memory_check_interval": 0}})
+
+
+def test_readme_configuration_lists_every_default() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    start = section.index("```toml") + len("```toml")
+    document = tomllib.loads(section[start : section.index("```", start)])
+    assert ManagerConfig.from_mapping(document) == ManagerConfig()
+    for name, config in (("worker_pool", WorkerPoolConfig), ("limits", LimitsConfig)):
+        assert set(document[name]) == {f.name for f in dataclasses.fields(config)}
