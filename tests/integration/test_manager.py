@@ -54,12 +54,12 @@ HOOKS = {
 }
 
 
-def make(root: Path, name: str, **manifest: Any) -> None:
+def make(root: Path, name: str, code: str = CODE, **manifest: Any) -> None:
     folder = root / name
     folder.mkdir(parents=True)
     doc = {"name": name, "version": "1.0.0", "entry": "main.py", "hooks": HOOKS, **manifest}
     (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
-    (folder / "main.py").write_text(CODE)
+    (folder / "main.py").write_text(code)
 
 
 def children() -> set[int]:
@@ -261,13 +261,7 @@ async def test_health_check_kills_a_hung_worker_but_not_a_busy_one(tmp_path: Pat
         "    # Catastrophic backtracking holds the GIL in C: the worker cannot answer a ping.\n"
         "    threading.Timer(0.2, re.match, args=(r'(a+)+$', 'a' * 64 + 'b')).start()  # after the reply\n"
     )
-    folder = root / "stuck"
-    folder.mkdir(parents=True)
-    hooks = {**HOOKS, "onHang": "hang"}
-    (folder / "autoweave.plugin.json").write_text(
-        json.dumps({"name": "stuck", "version": "1.0.0", "entry": "main.py", "hooks": hooks})
-    )
-    (folder / "main.py").write_text(code)
+    make(root, "stuck", code, hooks={**HOOKS, "onHang": "hang"})
     reasons: list[str] = []
     m = manager(root, worker_pool={"health_check_interval": 0.2, "health_check_timeout": 0.3})
     m.on("worker:terminated", lambda e: reasons.append(e.data["reason"]))
@@ -367,21 +361,8 @@ async def test_no_orphans_after_cancellation(plugins: Path) -> None:
 
 async def test_stop_with_a_worker_ignoring_sigterm(tmp_path: Path) -> None:
     root = tmp_path / "plugins"
-    folder = root / "stubborn"
-    folder.mkdir(parents=True)
-    (folder / "autoweave.plugin.json").write_text(
-        json.dumps(
-            {
-                "name": "stubborn",
-                "version": "1.0.0",
-                "entry": "main.py",
-                "hooks": {"onBlock": "block"},
-            }
-        )
-    )
-    (folder / "main.py").write_text(
-        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef block():\n    time.sleep(60)\n"
-    )
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef block():\n    time.sleep(60)\n"
+    make(root, "stubborn", code, hooks={"onBlock": "block"})
     before = children()
     m = manager(root, worker_pool={"unload_timeout": 0.5, "extra_imports": ["signal"]})
     async with m:
