@@ -51,17 +51,21 @@ class PluginState(enum.StrEnum):
 
 _S = PluginState
 TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = {
-    # Nothing runs before it is queued; unload() of a plugin never loaded makes it dormant.
-    _S.DISCOVERED: frozenset({_S.QUEUED, _S.DORMANT}),
+    # Nothing serves before it is loaded: no worker is ever attached to a discovered or
+    # dormant plugin except by a load. LOADING directly: loads are keyed by name, so a load
+    # queued for a name can run for a record that was reset (reload) or replaced (rescan).
+    _S.DISCOVERED: frozenset({_S.QUEUED, _S.LOADING, _S.DORMANT}),
     # IDLE/FAILED: a reload's swap, or a breaker opening, while a load waits in the queue.
-    _S.QUEUED: frozenset({_S.LOADING, _S.IDLE, _S.FAILED, _S.DORMANT, _S.DISCOVERED}),
+    # ACTIVE: a live worker (a scale-out) serves while a load for a dead one is queued.
+    _S.QUEUED: frozenset({_S.LOADING, _S.ACTIVE, _S.IDLE, _S.FAILED, _S.DORMANT, _S.DISCOVERED}),
     # QUEUED/DORMANT/DISCOVERED: a load superseded (reload, unload) is left in LOADING.
-    _S.LOADING: frozenset({_S.IDLE, _S.FAILED, _S.QUEUED, _S.DORMANT, _S.DISCOVERED}),
+    _S.LOADING: frozenset({_S.IDLE, _S.ACTIVE, _S.FAILED, _S.QUEUED, _S.DORMANT, _S.DISCOVERED}),
     # QUEUED/LOADING: its worker died (not yet reaped) and a call asked for a new one.
     _S.ACTIVE: frozenset({_S.IDLE, _S.QUEUED, _S.LOADING, _S.FAILED, _S.DORMANT, _S.DISCOVERED}),
     _S.IDLE: frozenset({_S.ACTIVE, _S.QUEUED, _S.LOADING, _S.FAILED, _S.DORMANT, _S.DISCOVERED}),
-    _S.DORMANT: frozenset({_S.QUEUED, _S.DISCOVERED}),
-    # IDLE: a load that was already under way when the breaker opened.
+    _S.DORMANT: frozenset({_S.QUEUED, _S.LOADING, _S.DISCOVERED}),
+    # IDLE: a load that was already under way when the breaker opened. Never ACTIVE: a call
+    # is refused while the breaker is open, and a failed load leaves no worker.
     _S.FAILED: frozenset({_S.QUEUED, _S.LOADING, _S.IDLE, _S.DORMANT, _S.DISCOVERED}),
 }
 

@@ -44,9 +44,10 @@ def test_only_the_table_s_transitions_are_allowed(start: PluginState, end: Plugi
         assert r.state is start
 
 
-def test_nothing_runs_before_it_is_queued() -> None:
+def test_nothing_serves_before_it_is_loaded() -> None:
     for start in (S.DISCOVERED, S.DORMANT):
-        assert not TRANSITIONS[start] & {S.LOADING, S.ACTIVE, S.IDLE, S.FAILED}
+        assert not TRANSITIONS[start] & {S.ACTIVE, S.IDLE, S.FAILED}
+    assert S.ACTIVE not in TRANSITIONS[S.FAILED]  # calls are refused while the breaker is open
     assert all(S.QUEUED in TRANSITIONS[s] for s in PluginState if s is not S.QUEUED)
 
 
