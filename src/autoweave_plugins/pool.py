@@ -39,6 +39,12 @@ def _ignore(*_: object) -> None:
 
 
 class WorkerPool:
+    """Live worker processes under ``max_workers``, with ``min_workers`` blank spares.
+
+    ``make_room``, ``on_created`` and ``on_terminated`` may be given here or installed later
+    by the part that owns those decisions (the supervisor does, when it is created).
+    """
+
     def __init__(
         self,
         config: WorkerPoolConfig,
