@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stats import emit, pin, summary_ms, summary_us, unpin
 
 from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
+from autoweave_plugins.loader import build_spec
 from autoweave_plugins.manifest import ManifestCache
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.rpc import FrameDecoder, encode
 
 STARTS = 12

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
+from autoweave_plugins.loader import build_spec
 from autoweave_plugins.manifest import ManifestCache
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.process import WorkerProcess
 
 
 def write_plugin(root: Path, name: str, code: str, **manifest: Any) -> DiscoveredPlugin:

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from autoweave_plugins.broadcast import BroadcastResult
     from autoweave_plugins.discovery import DiscoveredPlugin, DiscoveryResult, discover
     from autoweave_plugins.errors import (
         AutoweaveError,
@@ -41,11 +42,20 @@ if TYPE_CHECKING:
         WorkerError,
     )
     from autoweave_plugins.events import Event, PluginView
-    from autoweave_plugins.manager import BroadcastResult, PluginManager
+    from autoweave_plugins.manager import PluginManager
     from autoweave_plugins.manifest import Manifest, ManifestCache, parse_manifest_bytes
+    from autoweave_plugins.options import (
+        LimitsOptions,
+        LoaderOptions,
+        PolicyOptions,
+        WatcherOptions,
+        WorkerPoolOptions,
+    )
     from autoweave_plugins.policy import GrantPolicy
+    from autoweave_plugins.recovery import ExitReason
     from autoweave_plugins.registry import PluginState
     from autoweave_plugins.settings import (
+        LimitsConfig,
         LoaderConfig,
         ManagerConfig,
         Priority,
@@ -84,13 +94,20 @@ _EXPORTS = {
     "WorkerError": "autoweave_plugins.errors",
     "Event": "autoweave_plugins.events",
     "PluginView": "autoweave_plugins.events",
-    "BroadcastResult": "autoweave_plugins.manager",
+    "BroadcastResult": "autoweave_plugins.broadcast",
     "PluginManager": "autoweave_plugins.manager",
     "Manifest": "autoweave_plugins.manifest",
     "ManifestCache": "autoweave_plugins.manifest",
     "parse_manifest_bytes": "autoweave_plugins.manifest",
+    "LimitsOptions": "autoweave_plugins.options",
+    "LoaderOptions": "autoweave_plugins.options",
+    "PolicyOptions": "autoweave_plugins.options",
+    "WatcherOptions": "autoweave_plugins.options",
+    "WorkerPoolOptions": "autoweave_plugins.options",
     "GrantPolicy": "autoweave_plugins.policy",
+    "ExitReason": "autoweave_plugins.recovery",
     "PluginState": "autoweave_plugins.registry",
+    "LimitsConfig": "autoweave_plugins.settings",
     "LoaderConfig": "autoweave_plugins.settings",
     "ManagerConfig": "autoweave_plugins.settings",
     "Priority": "autoweave_plugins.settings",
@@ -106,6 +123,7 @@ __all__ = [
     "DiscoveryError",
     "DiscoveryResult",
     "Event",
+    "ExitReason",
     "FetchError",
     "GrantPolicy",
     "HookError",
@@ -113,9 +131,12 @@ __all__ = [
     "InvalidPath",
     "InvalidURL",
     "InvalidUSBEvent",
+    "LimitsConfig",
+    "LimitsOptions",
     "LoadError",
     "LoadTimeout",
     "LoaderConfig",
+    "LoaderOptions",
     "ManagerConfig",
     "Manifest",
     "ManifestCache",
@@ -127,6 +148,7 @@ __all__ = [
     "PluginManager",
     "PluginState",
     "PluginView",
+    "PolicyOptions",
     "PolicyRefused",
     "Priority",
     "ProtocolError",
@@ -135,8 +157,10 @@ __all__ = [
     "UnknownHook",
     "UnknownPlugin",
     "WatcherConfig",
+    "WatcherOptions",
     "WorkerError",
     "WorkerPoolConfig",
+    "WorkerPoolOptions",
     "__version__",
     "discover",
     "parse_manifest_bytes",

@@ -4,7 +4,8 @@ Each config section is a plain frozen dataclass with documented defaults. ``from
 checks every key against the dataclass fields and every value against the field's type, so a
 typo (``min_worker``) or a wrong type (``"2"``) fails with ``ConfigError`` naming
 ``worker_pool.min_worker`` instead of being ignored. Range checks live in each dataclass's
-``validate()`` method, which ``from_mapping`` calls.
+``validate()`` method, which ``from_mapping`` calls. A field whose type is itself a dataclass
+(``limits.fetch``) is built the same way from a nested table, with the longer key in errors.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         }
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return from_mapping(tp, value, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"must be a number, not {type(value).__name__}")
@@ -118,7 +121,10 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | T | None, prefix: st
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(dotted, f"unknown key{hint} (known: {', '.join(names)})")
             values[key] = _coerce(value, hints[key], dotted)
-        instance = cls(**values)
+        try:
+            instance = cls(**values)
+        except ValueError as exc:  # a dataclass that checks itself (e.g. ServeLimits)
+            raise ConfigError(prefix, str(exc)) from None
     validate = getattr(instance, "validate", None)
     if validate is not None:
         typing.cast(_Validated, instance).validate(prefix)

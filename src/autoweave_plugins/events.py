@@ -12,12 +12,13 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from autoweave_plugins.errors import UnknownEvent
 from autoweave_plugins.manifest.model import Manifest
+from autoweave_plugins.tasks import TaskSet
 
 __all__ = ["EVENT_NAMES", "Event", "EventBus", "PluginView"]
 
@@ -69,7 +70,7 @@ class EventBus:
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
         self._subscriptions: set[_Subscription] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("async event listener")
 
     @staticmethod
     def _check(name: str) -> None:
@@ -94,20 +95,15 @@ class EventBus:
         for listener in [*self._listeners.get(name, ()), *self._listeners.get("*", ())]:
             try:
                 result = listener(event)
-                if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    self._tasks.add(task)
-                    task.add_done_callback(self._finished)
+                if inspect.iscoroutine(result):
+                    self._tasks.spawn(result)
+                elif inspect.isawaitable(result):
+                    self._tasks.spawn(_awaited(result))
             except Exception:
                 log.exception("listener for %s raised; ignored", name)
         for subscription in self._subscriptions:
             subscription.put(event)
         return event
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("async listener raised; ignored", exc_info=task.exception())
 
     async def stream(self, maxsize: int = 1024) -> AsyncIterator[Event]:
         """Every event from now on, until the bus is closed."""
@@ -131,6 +127,9 @@ class EventBus:
             subscription.put(None)
 
     async def drain(self) -> None:
-        """Wait for async listeners still running."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for async listeners still running (one that raises is logged and ignored)."""
+        await self._tasks.wait()
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

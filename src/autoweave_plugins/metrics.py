@@ -1,9 +1,10 @@
 """Prometheus metrics for a manager, in a private ``CollectorRegistry`` (never the global one).
 
 Durations are histograms observed as they happen (plugin loads, hook calls). Everything else
-is read from the manager at scrape time by a collector, so no number is kept twice and none
-can drift: plugin states, workers, restarts, errors, the manifest cache, and the plugins' own
-metrics, capped at ``MAX_PLUGIN_SERIES`` exported series.
+is read at scrape time by a collector, so no number is kept twice and none can drift: plugin
+states, workers, restarts, errors, the manifest cache, and the plugins' own metrics, capped at
+``MAX_PLUGIN_SERIES`` exported series. The collector is fed by two callables (the manager's
+stats, and a snapshot per plugin): it knows the shapes in ``stats.py``, not the manager.
 
 ``serve_metrics`` exposes ``/metrics`` from the manager's own event loop: prometheus-client's
 threaded server would read the manager's state from another thread while it changes.
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,12 +26,14 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from autoweave_plugins.manager import PluginManager
+from autoweave_plugins.stats import ManagerStats, PluginSnapshot
 
 __all__ = ["ManagerMetrics", "serve_metrics"]
 
 log = logging.getLogger(__name__)
+
+StatsSource = Callable[[], ManagerStats]
+PluginsSource = Callable[[], Iterable[PluginSnapshot]]
 
 MAX_PLUGIN_SERIES = 10_000
 CALL_BUCKETS = (
@@ -57,12 +59,13 @@ LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 class _StateCollector(Collector):
-    def __init__(self, manager: PluginManager) -> None:
-        self.manager = manager
+    def __init__(self, stats: StatsSource, plugins: PluginsSource) -> None:
+        self.stats = stats
+        self.plugins = plugins
 
     def collect(self) -> Iterator[Metric]:
-        manager = self.manager
-        stats = manager.get_manager_stats()
+        stats = self.stats()
+        snapshots = list(self.plugins())
         plugins = GaugeMetricFamily("autoweave_plugins", "Plugins by state", labels=["state"])
         for state, count in stats["plugins"].items():
             plugins.add_metric([state], count)
@@ -91,14 +94,17 @@ class _StateCollector(Collector):
         )
         calls = CounterMetricFamily("autoweave_plugin_calls", "Hook calls", labels=["plugin"])
         rss = GaugeMetricFamily(
-            "autoweave_worker_rss_bytes", "RSS at the last health check", labels=["plugin", "pid"]
+            "autoweave_worker_rss_bytes",
+            "RSS at the last host measurement",
+            labels=["plugin", "pid"],
         )
-        for name, record in manager.records.items():
-            restarts.add_metric([name], record.restarts)
-            calls.add_metric([name], record.access_count)
-            for worker in record.workers:
-                if worker.stats.rss is not None:
-                    rss.add_metric([name, str(worker.pid)], float(worker.stats.rss))
+        for plugin in snapshots:
+            name = plugin["name"]
+            restarts.add_metric([name], plugin["restarts"])
+            calls.add_metric([name], plugin["calls"])
+            for worker in plugin["workers"]:
+                if worker["rss"] is not None:
+                    rss.add_metric([name, str(worker["pid"])], float(worker["rss"]))
         yield restarts
         yield calls
         yield rss
@@ -110,9 +116,10 @@ class _StateCollector(Collector):
         size = GaugeMetricFamily("autoweave_manifest_cache_size", "Manifests in the cache")
         size.add_metric([], cache["size"])
         yield size
-        yield from self._plugin_metrics()
+        yield from self._plugin_metrics(snapshots)
 
-    def _plugin_metrics(self) -> Iterator[Metric]:
+    @staticmethod
+    def _plugin_metrics(snapshots: list[PluginSnapshot]) -> Iterator[Metric]:
         last = Metric("autoweave_plugin_metric", "Last value of a plugin's own metric", "gauge")
         total = Metric(
             "autoweave_plugin_metric_sum", "Sum of a plugin's own metric samples", "counter"
@@ -123,16 +130,17 @@ class _StateCollector(Collector):
             labels=["plugin", "reason"],
         )
         exported = 0
-        for name, record in self.manager.records.items():
-            for worker in record.workers:
-                snapshot = worker.metrics.snapshot()
+        for plugin in snapshots:
+            name = plugin["name"]
+            for worker in plugin["workers"]:
+                snapshot = worker["plugin_metrics"]
                 for reason in ("dropped_rate", "dropped_series", "rejected"):
                     dropped.add_metric([name, reason.removeprefix("dropped_")], snapshot[reason])
                 for series in snapshot["series"]:
                     if exported >= MAX_PLUGIN_SERIES:
                         break
                     labels = {f"label_{k}": v for k, v in series["labels"].items()}
-                    labels.update(plugin=name, pid=str(worker.pid), metric=series["name"])
+                    labels.update(plugin=name, pid=str(worker["pid"]), metric=series["name"])
                     last.add_sample("autoweave_plugin_metric", labels, series["last"])
                     total.add_sample("autoweave_plugin_metric_sum_total", labels, series["total"])
                     exported += 1
@@ -142,9 +150,13 @@ class _StateCollector(Collector):
 
 
 class ManagerMetrics:
-    """The metrics of one manager. ``text()`` is the Prometheus exposition."""
+    """The metrics of one manager. ``text()`` is the Prometheus exposition.
 
-    def __init__(self, manager: PluginManager) -> None:
+    ``stats`` returns the manager's stats and ``plugins`` a snapshot of each plugin; both are
+    called at every scrape.
+    """
+
+    def __init__(self, stats: StatsSource, plugins: PluginsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.load_seconds = Histogram(
             "autoweave_plugin_load_seconds",
@@ -166,7 +178,7 @@ class ManagerMetrics:
             ["plugin", "type"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(manager))
+        self.registry.register(_StateCollector(stats, plugins))
 
     def observe_call(self, plugin: str, hook: str, seconds: float) -> None:
         self.call_seconds.labels(plugin, hook).observe(seconds)

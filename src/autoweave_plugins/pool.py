@@ -2,8 +2,11 @@
 
 The pool owns process lifecycles, not plugins. It keeps ``min_workers`` blank spares ready and
 never lets live processes (spares included) exceed ``max_workers``. When a worker is needed at
-the cap, it asks the manager to ``make_room`` (reclaim the least recently used idle plugin);
+the cap, it asks ``make_room`` (the supervisor reclaims the least recently used idle plugin);
 if nothing can be reclaimed, the request waits for a slot until its deadline.
+
+The pool imports nothing above it: ``make_room``, ``on_created`` and ``on_terminated`` are
+callables its owner injects, and ``spawn`` starts one process (a fake in unit tests).
 """
 
 from __future__ import annotations
@@ -17,31 +20,45 @@ from collections.abc import Awaitable, Callable
 
 from autoweave_plugins.errors import LoadTimeout, WorkerError
 from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.settings import WorkerPoolConfig
 
 __all__ = ["WorkerPool"]
 
 log = logging.getLogger(__name__)
 
-# Exit reasons as DESIGN §7 names them; anything unexpected is a crash.
 REPLENISH_DELAY = 0.05
-REASONS = frozenset({"idle", "crashed", "unhealthy", "memory", "timeout", "shutdown", "reload"})
+
+
+async def _nothing_to_reclaim() -> bool:
+    return False
+
+
+def _ignore(*_: object) -> None:
+    return None
 
 
 class WorkerPool:
+    """Live worker processes under ``max_workers``, with ``min_workers`` blank spares.
+
+    ``make_room``, ``on_created`` and ``on_terminated`` may be given here or installed later
+    by the part that owns those decisions (the supervisor does, when it is created).
+    """
+
     def __init__(
         self,
         config: WorkerPoolConfig,
         *,
-        make_room: Callable[[], Awaitable[bool]],
-        on_created: Callable[[WorkerProcess], None],
-        on_terminated: Callable[[WorkerProcess, str], None],
+        make_room: Callable[[], Awaitable[bool]] = _nothing_to_reclaim,
+        on_created: Callable[[WorkerProcess], None] = _ignore,
+        on_terminated: Callable[[WorkerProcess, ExitReason], None] = _ignore,
         spawn: Callable[[], Awaitable[WorkerProcess]] = WorkerProcess.spawn,
     ) -> None:
         self.config = config
-        self._make_room = make_room
-        self._on_created = on_created
-        self._on_terminated = on_terminated
+        self.make_room = make_room
+        """At the cap: free a slot (True) or say none can be freed (False)."""
+        self.on_created = on_created
+        self.on_terminated = on_terminated
         self._spawn_worker = spawn
         self.spares: deque[WorkerProcess] = deque()
         self.live: set[WorkerProcess] = set()
@@ -80,16 +97,16 @@ class WorkerPool:
         self.live.add(worker)
         self.created += 1
         worker.on_exit.append(self._exited)
-        self._on_created(worker)
+        self.on_created(worker)
         return worker
 
     def _exited(self, worker: WorkerProcess, reason: str, returncode: int | None) -> None:
         self.live.discard(worker)
         with contextlib.suppress(ValueError):
             self.spares.remove(worker)
-        reason = reason if reason in REASONS else "crashed"
-        self.terminated[reason] += 1
-        self._on_terminated(worker, reason)
+        reported = ExitReason.of(reason).reported
+        self.terminated[reported] += 1
+        self.on_terminated(worker, reported)
         self._slot_freed.set()
         self.replenish(REPLENISH_DELAY)
 
@@ -118,14 +135,14 @@ class WorkerPool:
                 *(self._spawn() for _ in range(missing)), return_exceptions=True
             )
             for result in results:
-                if isinstance(result, WorkerProcess):
-                    self.spares.append(result)
-                    failures = 0
-                elif isinstance(result, WorkerError):
+                if isinstance(result, WorkerError):
                     failures += 1
                     log.error("could not start a spare worker: %s", result)
                 elif isinstance(result, BaseException):
                     raise result
+                else:
+                    self.spares.append(result)
+                    failures = 0
             if failures:
                 await asyncio.sleep(min(30.0, 0.1 * 2**failures))
 
@@ -147,7 +164,7 @@ class WorkerPool:
                 worker = await self._spawn()
                 self.replenish()
                 return worker
-            if await self._make_room():
+            if await self.make_room():
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -158,7 +175,7 @@ class WorkerPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), remaining)
 
-    async def retire(self, worker: WorkerProcess, reason: str, timeout: float = 2.0) -> None:
+    async def retire(self, worker: WorkerProcess, reason: ExitReason, timeout: float = 2.0) -> None:
         """Stop one worker (graceful, then forced) and wait until it is reaped."""
         await worker.stop(timeout=timeout, reason=reason)
 
@@ -171,9 +188,9 @@ class WorkerPool:
                 await self._replenisher
         # Processes still starting are waited for, so that they are stopped below too.
         started = await asyncio.gather(*self._spawning, return_exceptions=True)
-        self.live.update(w for w in started if isinstance(w, WorkerProcess))
+        self.live.update(w for w in started if not isinstance(w, BaseException))
         await asyncio.gather(
-            *(w.stop(timeout=timeout, reason="shutdown") for w in list(self.live)),
+            *(w.stop(timeout=timeout, reason=ExitReason.SHUTDOWN) for w in list(self.live)),
             return_exceptions=True,
         )
         self.spares.clear()

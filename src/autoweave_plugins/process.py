@@ -38,7 +38,6 @@ from autoweave_plugins.channel import (
     Channel,
     Routes,
 )
-from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.errors import (
     AutoweaveError,
     HookTimeout,
@@ -51,10 +50,10 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
-from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.stats import LatencyWindow
+from autoweave_plugins.tasks import TaskSet
 
-__all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats", "build_spec"]
+__all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class WorkerProcess:
         )
         self._pidfd: int | None = None
         self._exited = asyncio.Event()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = TaskSet("worker")
 
     # --- the OS process ------------------------------------------------------------------
 
@@ -151,10 +150,10 @@ class WorkerProcess:
         # (Popen.send_signal polls first, which steals the exit status from asyncio's watcher).
         self._pidfd = os.pidfd_open(self.process.pid)
         await self.channel.open(parent)
-        self._spawn_task(self._watch_exit())
+        self._background.spawn(self._watch_exit())
         assert self.process.stdout is not None and self.process.stderr is not None
-        self._spawn_task(self.output.pump(self.process.stdout, logging.INFO))
-        self._spawn_task(self.output.pump(self.process.stderr, logging.WARNING))
+        self._background.spawn(self.output.pump(self.process.stdout, logging.INFO))
+        self._background.spawn(self.output.pump(self.process.stderr, logging.WARNING))
         try:
             await asyncio.wait_for(asyncio.shield(self.channel.ready), ready_timeout)
         except TimeoutError:
@@ -175,11 +174,6 @@ class WorkerProcess:
     @property
     def alive(self) -> bool:
         return self.returncode is None and self.exit_reason is None
-
-    def _spawn_task(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _watch_exit(self) -> None:
         assert self.process is not None
@@ -232,8 +226,7 @@ class WorkerProcess:
                 except TimeoutError:
                     continue
         await self._exited.wait()
-        for task in list(self._background):
-            task.cancel()
+        await self._background.cancel_all()
 
     async def wait_closed(self) -> None:
         await self._exited.wait()
@@ -375,29 +368,3 @@ class WorkerProcess:
             self.kill("unhealthy")
             raise WorkerError(f"no pong within {timeout:g} s; worker killed", self.plugin) from None
         return info
-
-
-def build_spec(
-    plugin: DiscoveredPlugin,
-    *,
-    strict: bool = False,
-    extra_imports: tuple[str, ...] = (),
-    config: dict[str, Any] | None = None,
-    serve_limits: ServeLimits | None = None,
-) -> WorkerSpec:
-    """The ASSIGN payload for a discovered, validated plugin."""
-    manifest = plugin.manifest
-    return WorkerSpec(
-        plugin=manifest.name,
-        folder=plugin.folder,
-        entry=manifest.entry,
-        hooks=dict(manifest.hooks),
-        manifest=dict(manifest.document),
-        filesystem=[(rule.path, rule.mode.value) for rule in manifest.permissions.filesystem],
-        max_heap_mb=manifest.permissions.max_heap_mb,
-        max_threads=manifest.permissions.max_threads,
-        config=dict(config or {}),
-        strict=strict,
-        extra_imports=list(extra_imports),
-        serve_limits=(serve_limits or ServeLimits()).to_wire(),
-    )

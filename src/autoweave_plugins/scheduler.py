@@ -28,6 +28,7 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.recovery import backoff_delay
 from autoweave_plugins.settings import LoaderConfig, Priority
 from autoweave_plugins.stats import LatencyWindow
+from autoweave_plugins.tasks import TaskSet
 
 __all__ = ["PERMANENT_ERRORS", "LoadScheduler"]
 
@@ -47,7 +48,11 @@ class _Queued(Generic[Key]):
 
 
 class LoadScheduler(Generic[Key]):
-    """Runs ``load(key, deadline)`` for requested keys, at most ``max_concurrent_loads`` at once."""
+    """Runs ``load(key, deadline)`` for requested keys, at most ``max_concurrent_loads`` at once.
+
+    ``load`` is injected (the loader's, or a fake in unit tests); the scheduler knows nothing
+    of workers or plugins, only keys, priorities and outcomes.
+    """
 
     def __init__(
         self,
@@ -63,7 +68,7 @@ class LoadScheduler(Generic[Key]):
         self._queue: list[_Queued[Key]] = []
         self._futures: dict[Key, asyncio.Future[None]] = {}
         self._sequence = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("load scheduler")
         self.loading = 0
         self.loads_ok = 0
         self.loads_failed = 0
@@ -94,9 +99,7 @@ class LoadScheduler(Generic[Key]):
             if item.future.done():  # cancelled while queued
                 continue
             self.loading += 1
-            task = asyncio.ensure_future(self._run(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._run(item))
 
     async def _run(self, item: _Queued[Key]) -> None:
         started = time.monotonic()
@@ -152,6 +155,4 @@ class LoadScheduler(Generic[Key]):
                 item.future.set_exception(LoadError("the manager is stopping", str(item.key)))
                 item.future.exception()
         self._queue.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()

@@ -2,6 +2,8 @@
 
 Build them from mappings or a TOML file with ``ManagerConfig.from_mapping`` /
 ``ManagerConfig.from_toml``; every unknown or mistyped key raises ``ConfigError`` naming it.
+Every default is written down here, with what it bounds (``options.py`` has the same keys as
+TypedDicts, for completion when a section is passed as a dict).
 """
 
 from __future__ import annotations
@@ -14,12 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoweave_plugins.broker.fetch import FetchLimits
 from autoweave_plugins.config import from_mapping, load_toml, require
 from autoweave_plugins.discovery import DEFAULT_IGNORE
 from autoweave_plugins.errors import ConfigError
+from autoweave_plugins.output import OutputLimits
 from autoweave_plugins.policy import GrantPolicy
+from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits
 
-__all__ = ["LoaderConfig", "ManagerConfig", "Priority", "WatcherConfig", "WorkerPoolConfig"]
+__all__ = [
+    "LimitsConfig",
+    "LoaderConfig",
+    "ManagerConfig",
+    "Priority",
+    "WatcherConfig",
+    "WorkerPoolConfig",
+]
 
 
 class Priority(enum.IntEnum):
@@ -41,19 +53,27 @@ class WorkerPoolConfig:
     worker_idle_timeout: float = 300.0
     """A plugin with no calls for this long is unloaded (dormant) unless pinned."""
     health_check_interval: float = 60.0
+    """Every worker not running a call is pinged this often; one that does not answer within
+    ``health_check_timeout`` is killed with reason ``unhealthy``."""
     health_check_timeout: float = 5.0
     rss_allowance_mb: int = 64
     """RSS a worker may use beyond its manifest's max_heap_mb (the interpreter itself) before
-    the health check kills it with reason ``memory``. Measured by the host."""
+    the memory check kills it with reason ``memory``. Measured by the host."""
+    memory_check_interval: float = 1.0
+    """How often the host measures each assigned worker's RSS against its budget. Separate
+    from the health check and much more frequent: memory the kernel's rlimits do not count
+    (such as a growsdown mapping) must not stay held for long. One /proc read per worker."""
     call_timeout: float = 30.0
     """Default per-call timeout; ``call(timeout=...)`` overrides it."""
     restart_backoff_base: float = 0.01
+    """A crashed plugin restarts after ``min(cap, base * 2**(n-1) + U(0, base))`` seconds."""
     restart_backoff_cap: float = 30.0
     healthy_period: float = 60.0
     """A worker up this long resets its plugin's restart count."""
     breaker_threshold: int = 5
     """This many crashes within ``breaker_window`` opens the breaker: the plugin is failed."""
     breaker_window: float = 60.0
+    """Seconds over which ``breaker_threshold`` crashes are counted."""
     scale_out_queue: int = 2
     """Calls in flight per worker before another worker is started (up to memory.max_workers)."""
     scale_in_idle: float = 30.0
@@ -75,6 +95,7 @@ class WorkerPoolConfig:
             "worker_idle_timeout",
             "health_check_interval",
             "health_check_timeout",
+            "memory_check_interval",
             "call_timeout",
             "healthy_period",
             "breaker_window",
@@ -97,8 +118,11 @@ class LoaderConfig:
     preload_queue: tuple[str, ...] = ()
     """Plugins loaded at start (in priority order, then in this order), and pinned."""
     priority_map: Mapping[str, Priority] = field(default_factory=dict)
+    """Load priority per plugin (default NORMAL); CRITICAL and HIGH load at start, pinned."""
     max_concurrent_loads: int = 3
+    """Loads (worker assignment, sandboxing, import, onLoad) running at once."""
     load_timeout: float = 30.0
+    """Time allowed for one load attempt, including waiting for a worker slot."""
     load_retries: int = 2
     """Retries of a failed load (transient errors only), with the restart backoff."""
 
@@ -111,14 +135,84 @@ class LoaderConfig:
 @dataclass(frozen=True, slots=True)
 class WatcherConfig:
     enabled: bool = True
+    """Watch the plugin directory and reload changed plugins (blue/green)."""
     debounce: float = 0.5
+    """Quiet period: a burst of changes is handled once, this long after it settles."""
     max_depth: int = 2
+    """How deep below the plugin directory plugins (and their files) are looked for."""
     manifest_only: bool = True
+    """Only a changed manifest reloads a plugin; False: any changed file does."""
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
+    """File and folder names (fnmatch patterns) never watched nor fingerprinted."""
 
     def validate(self, prefix: str) -> None:
         require(self.debounce >= 0, f"{prefix}.debounce", "must be >= 0 seconds")
         require(1 <= self.max_depth <= 16, f"{prefix}.max_depth", "must be from 1 to 16")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What the host accepts from one worker: every bound on data a plugin chooses.
+
+    ``fetch``, ``output`` and ``serve`` are tables of their own (``[limits.fetch]``,
+    ``[limits.output]``, ``[limits.serve]``); each key is documented on its dataclass
+    (``FetchLimits``, ``OutputLimits``, ``ServeLimits``). The main ones:
+
+    - fetch (outbound HTTP done by the host for a plugin): ``max_redirects`` 5 hops, each
+      checked again; ``max_response_bytes`` 10 MiB and ``max_request_bytes`` 10 MiB;
+      ``default_timeout`` 10 s and ``max_timeout`` 60 s per request (total, redirects
+      included); ``max_headers`` 64 request headers.
+    - output (worker stdout/stderr and ``autoweave.log`` records forwarded to host logging):
+      ``lines_per_second`` 50 and ``burst`` 200 lines (token bucket; the rest is counted and
+      dropped); ``max_line`` 2048 bytes per line.
+    - serve (a plugin's inbound ``autoweave.serve``): ``max_connections`` 64, header, body and
+      write timeouts of 10 s each, 64 KiB of headers and 1 MiB of body per request.
+    """
+
+    max_frame: int = DEFAULT_MAX_FRAME
+    """Largest RPC frame (bytes) the host reads from a worker; a larger one kills the worker
+    with reason ``protocol``. Hook arguments and results must fit in it."""
+    ready_timeout: float = 30.0
+    """Time a new worker process has to start and report ready."""
+    cancel_grace: float = 0.25
+    """After a hook call times out, time the worker has to acknowledge the cancel before it is
+    killed (a hook spinning in pure Python never does)."""
+    max_concurrent_requests: int = 16
+    """Brokered requests (fetch) one worker may have in flight; each may buffer a response."""
+    fetch: FetchLimits = field(default_factory=FetchLimits)
+    output: OutputLimits = field(default_factory=OutputLimits)
+    serve: ServeLimits = field(default_factory=ServeLimits)
+
+    def validate(self, prefix: str) -> None:
+        require(
+            1 << 16 <= self.max_frame <= 1 << 30,
+            f"{prefix}.max_frame",
+            "must be from 65536 to 1073741824 bytes",
+        )
+        for name in ("ready_timeout", "cancel_grace"):
+            require(getattr(self, name) > 0, f"{prefix}.{name}", "must be > 0 seconds")
+        require(
+            self.max_concurrent_requests >= 1, f"{prefix}.max_concurrent_requests", "must be >= 1"
+        )
+        fetch, at = self.fetch, f"{prefix}.fetch"
+        require(fetch.max_redirects >= 0, f"{at}.max_redirects", "must be >= 0")
+        require(fetch.max_response_bytes >= 1, f"{at}.max_response_bytes", "must be >= 1")
+        require(fetch.max_request_bytes >= 0, f"{at}.max_request_bytes", "must be >= 0")
+        require(fetch.max_headers >= 0, f"{at}.max_headers", "must be >= 0")
+        require(fetch.default_timeout > 0, f"{at}.default_timeout", "must be > 0 seconds")
+        require(
+            fetch.max_timeout >= fetch.default_timeout,
+            f"{at}.max_timeout",
+            "must be >= default_timeout",
+        )
+        require(fetch.max_buffered_bytes >= 1, f"{at}.max_buffered_bytes", "must be >= 1")
+        require(fetch.max_lookups_in_flight >= 1, f"{at}.max_lookups_in_flight", "must be >= 1")
+        require(fetch.dns_timeout > 0, f"{at}.dns_timeout", "must be > 0 seconds")
+        require(fetch.dns_tries >= 1, f"{at}.dns_tries", "must be >= 1")
+        output, at = self.output, f"{prefix}.output"
+        require(output.lines_per_second > 0, f"{at}.lines_per_second", "must be > 0")
+        require(output.burst >= 1, f"{at}.burst", "must be >= 1")
+        require(output.max_line >= 1, f"{at}.max_line", "must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +222,13 @@ class ManagerConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     policy: GrantPolicy = field(default_factory=GrantPolicy)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     strict: bool = False
     """Refuse to run plugins when a required sandbox layer is missing."""
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-plugin settings, visible to the plugin as ``autoweave.config``."""
     broadcast_concurrency: int = 16
+    """Hook calls a ``broadcast`` runs at once."""
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ManagerConfig:
@@ -141,6 +237,7 @@ class ManagerConfig:
             "loader": LoaderConfig,
             "watcher": WatcherConfig,
             "policy": GrantPolicy,
+            "limits": LimitsConfig,
         }
         values = dict(mapping)
         built: dict[str, Any] = {}

@@ -107,7 +107,6 @@ class PluginWatcher:
         self._plugin_folders = plugin_folders
         self._on_changes = on_changes
         self.rescan_interval = rescan_interval
-        self.batches = 0
         self.errors = 0
 
     def watched_paths(self) -> list[str]:
@@ -198,7 +197,6 @@ class PluginWatcher:
             try:
                 while True:
                     changes = await self._next_burst(queue)
-                    self.batches += 1
                     touched: set[str] = set()
                     structure = not changes  # a timeout: the periodic rescan
                     for change, path in changes:

@@ -181,8 +181,8 @@ async def test_storm_of_writes_settles_on_the_final_files(tmp_path: Path) -> Non
                 if await m.call(name, "onVersion") == version:
                     del pending[name]
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # let retired old versions finish exiting
         counts = {n: len(m.records[n].workers) for n in names}
         assert set(counts.values()) == {1}, counts  # no plugin double-loaded
-        assert len(m.pool.live) == 20 + len(m.pool.spares)  # no leaked worker
-        assert children() - before == len(m.pool.live)
+        # Retired old versions drain, run onUnload and exit in the background: wait for them.
+        await until(lambda: len(m.pool.live) == 20 + len(m.pool.spares))  # no leaked worker
+        await until(lambda: children() - before == len(m.pool.live))

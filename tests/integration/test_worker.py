@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from autoweave_plugins.errors import HookError, HookTimeout, LoadError, PluginCrashed, UnknownHook
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.loader import build_spec
+from autoweave_plugins.process import WorkerProcess
 from tests.workers import process_exists, running, write_plugin
 
 HOOKS = {

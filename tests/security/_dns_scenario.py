@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 
 from autoweave_plugins.broker.fetch import FetchLimits
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.loader import build_spec
+from autoweave_plugins.process import WorkerProcess
 from tests.httpserver import local_server
 from tests.workers import write_plugin
 

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from autoweave_plugins.discovery import DiscoveredPlugin
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.loader import build_spec
+from autoweave_plugins.process import WorkerProcess
 
 __all__ = [
     "CALL_TIMEOUT",

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.loader import build_spec
+from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.rpc import ServeLimits
 from tests.security._support import LOAD_TIMEOUT, assert_responsive
 from tests.workers import write_plugin

@@ -102,7 +102,8 @@ import asyncio, json, sys
 from autoweave_plugins.broker.inbound import bind_inbound
 from autoweave_plugins.discovery import check_plugin_folder
 from autoweave_plugins.manifest import ManifestCache
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.loader import build_spec
+from autoweave_plugins.process import WorkerProcess
 
 async def main():
     plugin = check_plugin_folder(sys.argv[1], ManifestCache())

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from autoweave_plugins.loader import build_spec
 from autoweave_plugins.policy import never_granted
-from autoweave_plugins.process import WorkerProcess, build_spec
+from autoweave_plugins.process import WorkerProcess
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT
 from tests.workers import write_plugin
 

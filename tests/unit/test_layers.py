@@ -22,8 +22,8 @@ WORKER_SIDE = {"worker", "rpc", "permissions", "sandbox", "sdk", "errors", "rate
 """DESIGN §5: the worker imports only rpc, permissions, sandbox and sdk, plus the two leaves
 every side shares (the exception tree and the token bucket)."""
 
-KNOWN_LOOPS = {frozenset({"manager", "metrics"}), frozenset({"manifest", "permissions"})}
-"""Folder loops that other work in issue 8 removes; any new loop fails this test."""
+KNOWN_LOOPS: set[frozenset[str]] = set()
+"""Folder loops tolerated: none. Any loop fails this test."""
 
 
 def _modules() -> dict[str, Path]:

@@ -14,11 +14,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
+from autoweave_plugins.broadcast import BroadcastResult, fan_out
 from autoweave_plugins.errors import AutoweaveError
+from autoweave_plugins.tasks import TaskSet
 from autoweave_plugins.usb.device import USBEvent
 
 if TYPE_CHECKING:
-    from autoweave_plugins.manager import BroadcastResult, PluginManager
+    from autoweave_plugins.manager import PluginManager
 
 __all__ = ["USBDispatcher", "USBSource"]
 
@@ -41,7 +43,7 @@ class USBDispatcher:
         self.hook_timeout = hook_timeout
         self._limit = asyncio.Semaphore(concurrency)
         self._device_locks: dict[tuple[object, ...], asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[dict[str, BroadcastResult]]] = set()
+        self._tasks = TaskSet("USB dispatch")
         self.events_seen = 0
         self.deliveries = 0
         self.failures = 0
@@ -57,39 +59,31 @@ class USBDispatcher:
 
     async def dispatch(self, event: USBEvent) -> dict[str, BroadcastResult]:
         """Deliver one event to every matching plugin; returns each plugin's result or error."""
-        from autoweave_plugins.manager import BroadcastResult  # noqa: PLC0415 - import cycle
-
         self.events_seen += 1
         lock = self._device_locks.setdefault(event.device_key, asyncio.Lock())
         async with lock:  # FIFO: this device's events keep their order
             hook = HOOKS[event.action]
             argument = event.to_hook_argument()
-
-            async def deliver(name: str) -> BroadcastResult:
-                async with self._limit:
-                    try:
-                        value = await self.manager.call(
-                            name, hook, argument, timeout=self.hook_timeout
-                        )
-                    except AutoweaveError as exc:
-                        self.failures += 1
-                        log.warning("%s of %s failed: %s", hook, name, exc)
-                        return BroadcastResult(False, error=exc)
-                    self.deliveries += 1
-                    return BroadcastResult(True, value)
-
-            names = self.targets(event)
-            results = await asyncio.gather(*(deliver(n) for n in names))
+            results = await fan_out(
+                lambda name: self._deliver(name, hook, argument), self.targets(event), self._limit
+            )
         if event.action == "detach" and not lock.locked():
             self._device_locks.pop(event.device_key, None)
-        return dict(zip(names, results, strict=True))
+        return results
+
+    async def _deliver(self, name: str, hook: str, argument: object) -> object:
+        try:
+            value = await self.manager.call(name, hook, argument, timeout=self.hook_timeout)
+        except AutoweaveError as exc:
+            self.failures += 1
+            log.warning("%s of %s failed: %s", hook, name, exc)
+            raise
+        self.deliveries += 1
+        return value
 
     def submit(self, event: USBEvent) -> asyncio.Task[dict[str, BroadcastResult]]:
         """Dispatch in the background, in arrival order per device."""
-        task = asyncio.ensure_future(self.dispatch(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(self.dispatch(event))
 
     async def run(self, source: USBSource) -> None:
         """Feed events from ``source`` until cancelled."""
