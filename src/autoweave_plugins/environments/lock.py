@@ -133,9 +133,11 @@ def culprits(stderr: str, requirements: tuple[str, ...]) -> tuple[str, ...]:
             by_name.append((canonicalize_name(Requirement(requirement).name), requirement))
         except InvalidRequirement:
             continue
-    named = tuple(r for name, r in by_name if name in blamed)
+    named = [(name, r) for name, r in by_name if name in blamed]
     if named:
-        return named
+        # Two requirements on one package: keep the one uv quotes, when it quotes one.
+        quoted = {name for name, r in named if r in text}
+        return tuple(r for name, r in named if name not in quoted or r in text)
     # uv named only transitive packages: blame the requirements whose names it mentions.
     lowered = text.lower()
     return tuple(

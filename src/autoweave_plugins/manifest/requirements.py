@@ -79,7 +79,7 @@ def canonical_requirement(requirement: Requirement) -> str:
     """One spelling per meaning: normalised name, sorted normalised extras, ordered specifiers."""
     text: str = canonicalize_name(requirement.name)
     if requirement.extras:
-        text += "[" + ",".join(sorted(canonicalize_name(e) for e in requirement.extras)) + "]"
+        text += "[" + ",".join(sorted({canonicalize_name(e) for e in requirement.extras})) + "]"
     text += str(requirement.specifier)
     if requirement.marker is not None:
         text += f"; {requirement.marker}"
