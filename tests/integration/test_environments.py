@@ -26,7 +26,10 @@ from autoweave_plugins.environments import (
     EnvironmentTooLarge,
     InstallFailed,
     InvalidRequirements,
+    Prepared,
     ResolutionFailed,
+    keys_in_use,
+    prepare_all,
 )
 from tests.wheelhouse import write_wheel
 
@@ -306,3 +309,33 @@ async def test_prune_removes_unused_environments_but_never_a_build_in_progress(
     assert len(leftovers(cache)["resolved"]) == 1
     rebuilt = await builder.ensure(["tinypkg==2.0"])
     assert version_seen(rebuilt) == "2.0"
+
+
+async def test_prepare_all_reports_each_plugin_and_one_failure_stays_its_own(
+    make_builder: MakeBuilder, cache: Path
+) -> None:
+    builder = make_builder()
+    wanted = {
+        "old-tiny": ["tinypkg==1.0"],
+        "new-tiny": ["tinypkg==2.0"],
+        "broken": ["tinypkg>=3"],
+        "no-requirements": [],
+    }
+    finished: list[Prepared] = []
+    results = await prepare_all(builder, wanted, on_done=finished.append)
+    assert sorted(p.plugin for p in finished) == ["broken", "new-tiny", "old-tiny"]
+    assert set(results) == {"broken", "new-tiny", "old-tiny"}
+    assert isinstance(results["broken"].error, ResolutionFailed)
+    assert results["broken"].environment is None
+    old, new = results["old-tiny"].environment, results["new-tiny"].environment
+    assert old is not None and new is not None
+    assert (version_seen(old), version_seen(new)) == ("1.0", "2.0")
+    assert not results["old-tiny"].cached
+    again = await prepare_all(make_builder(), wanted)
+    assert again["old-tiny"].cached and again["new-tiny"].cached
+    # Prune after one plugin is removed: only its environment goes.
+    del wanted["old-tiny"]
+    in_use = keys_in_use(builder, wanted)
+    assert in_use == {new.key}
+    assert await builder.prune(in_use) == (old.key,)
+    assert leftovers(cache)["envs"] == [new.key]

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from autoweave_plugins.config import from_mapping
-from autoweave_plugins.environments import EnvironmentsConfig, Target, default_cache_dir
+from autoweave_plugins.environments import (
+    EnvironmentBuilder,
+    EnvironmentBuildError,
+    EnvironmentsConfig,
+    InvalidRequirements,
+    Target,
+    default_cache_dir,
+)
 from autoweave_plugins.environments.keys import environment_key, redact_url, resolution_key
 from autoweave_plugins.environments.lock import (
     MAX_DETAIL,
@@ -285,3 +292,20 @@ def test_publish_loses_a_race_without_damage(tmp_path: Path) -> None:
     assert store.publish(second, "k" * 8) is False
     assert (store.env_dir("k" * 8) / "mark").read_text() == "first"
     assert sorted(os.listdir(store.envs)) == ["k" * 8]
+
+
+# --- the builder, before any uv runs -------------------------------------------------------------
+
+
+async def test_bad_requirement_sets_and_an_unusable_cache_are_typed_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    builder = EnvironmentBuilder({"cache_dir": str(blocker / "cache")})
+    with pytest.raises(InvalidRequirements, match="no requirements"):
+        await builder.ensure([])
+    with pytest.raises(InvalidRequirements, match=r"'humanize>=' is not a PEP 508 requirement"):
+        await builder.ensure(["humanize>="])
+    with pytest.raises(EnvironmentBuildError, match=r"environment cache .*a-file/cache"):
+        await builder.ensure(["humanize"])
+    assert builder.lookup(["humanize"]) is None
+    assert (builder.stats.uv_runs, builder.stats.failures) == (0, 1)

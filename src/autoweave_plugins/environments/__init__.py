@@ -11,12 +11,7 @@ layout on disk and ``config`` for the ``[environments]`` section.
     env.root      # grant read-only (Landlock) and mount read-only (namespace world)
 """
 
-from autoweave_plugins.environments.builder import (
-    BuilderStats,
-    Environment,
-    EnvironmentBuilder,
-    PackageSource,
-)
+from autoweave_plugins.environments.builder import EnvironmentBuilder
 from autoweave_plugins.environments.config import EnvironmentsConfig, default_cache_dir
 from autoweave_plugins.environments.errors import (
     BuildTimeout,
@@ -27,6 +22,8 @@ from autoweave_plugins.environments.errors import (
     ResolutionFailed,
 )
 from autoweave_plugins.environments.keys import Target
+from autoweave_plugins.environments.model import BuilderStats, Environment, PackageSource
+from autoweave_plugins.environments.prepare import Prepared, keys_in_use, prepare_all
 
 __all__ = [
     "BuildTimeout",
@@ -39,7 +36,10 @@ __all__ = [
     "InstallFailed",
     "InvalidRequirements",
     "PackageSource",
+    "Prepared",
     "ResolutionFailed",
     "Target",
     "default_cache_dir",
+    "keys_in_use",
+    "prepare_all",
 ]

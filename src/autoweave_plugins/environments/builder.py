@@ -68,7 +68,7 @@ from autoweave_plugins.environments.store import (
 from autoweave_plugins.environments.uv import UvResult, run_uv, source_args, uv_environment
 from autoweave_plugins.manifest.requirements import canonical_requirements
 
-__all__ = ["BuilderStats", "Environment", "EnvironmentBuilder", "PackageSource"]
+__all__ = ["EnvironmentBuilder"]
 
 MAX_LOCK_BYTES = 4 << 20
 T = TypeVar("T")
@@ -108,7 +108,10 @@ class EnvironmentBuilder:
     def lookup(self, requirements: Iterable[str]) -> Environment | None:
         """The finished environment for ``requirements``, or None. Never builds anything."""
         canonical = self._canonical(requirements)
-        return self._lookup(resolution_key(canonical, self.config, self.target), canonical)
+        try:
+            return self._lookup(resolution_key(canonical, self.config, self.target), canonical)
+        except OSError as exc:
+            raise self._cache_error(exc, canonical) from exc
 
     async def ensure(self, requirements: Iterable[str]) -> Environment:
         """The environment for ``requirements``, built first when missing.
@@ -118,15 +121,18 @@ class EnvironmentBuilder:
         """
         canonical = self._canonical(requirements)
         key = resolution_key(canonical, self.config, self.target)
-        found = self._lookup(key, canonical)
-        if found is not None:
-            self.stats.hits += 1
-            return found
         try:
+            found = self._lookup(key, canonical)
+            if found is not None:
+                self.stats.hits += 1
+                return found
             return await self._single_flight(key, lambda: self._prepare(canonical, key))
         except EnvironmentBuildError:
             self.stats.failures += 1
             raise
+        except OSError as exc:
+            self.stats.failures += 1
+            raise self._cache_error(exc, canonical) from exc
 
     async def prune(self, in_use: Iterable[str]) -> tuple[str, ...]:
         """Delete every environment whose key is not in ``in_use`` and is not being built."""
@@ -143,6 +149,12 @@ class EnvironmentBuilder:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _cache_error(self, exc: OSError, canonical: tuple[str, ...]) -> EnvironmentBuildError:
+        """The cache directory itself failed us: permissions, a full disk, a file in the way."""
+        return EnvironmentBuildError(
+            f"environment cache {self.cache_dir}: {exc.strerror or exc}", canonical
+        )
 
     # --- lookups ---------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def read_bounded(path: Path, limit: int) -> bytes | None:
     try:
         with open(path, "rb") as handle:
             data = handle.read(limit + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return data if len(data) <= limit else None
 
