@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -71,6 +72,7 @@ from autoweave_plugins.manifest.requirements import canonical_requirements
 __all__ = ["EnvironmentBuilder"]
 
 MAX_LOCK_BYTES = 4 << 20
+_KEY = re.compile(r"[0-9a-f]{64}\Z")  # a record names a directory: only ever a sha256
 T = TypeVar("T")
 
 
@@ -176,8 +178,8 @@ class EnvironmentBuilder:
             del self._memo[key]
         record = self.store.read_resolution(key)
         env_key = record.get("environment") if record else None
-        if not isinstance(env_key, str):
-            return None
+        if not isinstance(env_key, str) or not _KEY.match(env_key):
+            return None  # a damaged record is a miss: it gets resolved and rewritten
         found = self._read_environment(env_key, canonical)
         if found is not None:
             self._memo[key] = found
