@@ -108,12 +108,29 @@ hooks = st.dictionaries(
     ),
     max_size=4,
 )
+# PEP 508 strings both sides accept, and refusals the schema's pattern can also express.
+requirements = st.lists(
+    st.one_of(
+        st.builds(
+            "{}{}".format,
+            names,
+            st.sampled_from(["", ">=4.9", "==2.*", "[extra] >1,<3", "; python_version >= '3.8'"]),
+        ),
+        st.sampled_from(["x @ https://a.com/x.whl", "a b", "-r x.txt", "a#b", "a\n", "", 5]),
+    ),
+    max_size=3,
+)
 manifests = st.fixed_dictionaries(
     {
         key: st.one_of(value, any_scalar) if key != "description" else value
         for key, value in good_values.items()
     },
-    optional={"permissions": permissions, "hooks": hooks, "unknown": st.integers()},
+    optional={
+        "permissions": permissions,
+        "hooks": hooks,
+        "requirements": requirements,
+        "unknown": st.integers(),
+    },
 )
 
 

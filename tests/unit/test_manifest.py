@@ -296,3 +296,30 @@ def test_manifest_error_lists_every_issue() -> None:
     assert err.source == "plugins/x/autoweave.plugin.json"
     assert {i.path for i in err.issues} == {"$.name", "$.version", "$.entry"}
     assert "$.name" in str(err) and "plugins/x" in str(err)
+
+
+def test_requirements_are_pep508_strings_kept_as_written() -> None:
+    written = ["humanize>=4.9", "pydantic==2.*", "attrs[tests] ; python_version >= '3.8'"]
+    manifest = parse_manifest_bytes(json.dumps(with_(requirements=written)).encode())
+    assert manifest.requirements == tuple(written)
+    assert parse_manifest_bytes(json.dumps(BASE).encode()).requirements == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "message"),
+    [
+        ("humanize", "$.requirements", "must be an array"),
+        (["a"] * 129, "$.requirements", "at most 128 items"),
+        (["humanize", 5], "$.requirements[1]", "must be a string"),
+        (["humanize", "foo bar"], "$.requirements[1]", "not a PEP 508 requirement"),
+        (["humanize>="], "$.requirements[0]", "at column 9"),
+        (["-r other.txt"], "$.requirements[0]", "not a PEP 508 requirement"),
+        (["x @ https://evil.example/x.whl"], "$.requirements[0]", "direct URL reference"),
+        (["x\n--index-url https://evil.example"], "$.requirements[0]", "printable ASCII"),
+        (["x ; os_name == 'a #b'"], "$.requirements[0]", "'#'"),
+        (["a" * 513], "$.requirements[0]", "at most 512 characters"),
+    ],
+)
+def test_bad_requirements_are_named_by_json_path(value: Any, path: str, message: str) -> None:
+    found = issues_of(with_(requirements=value))
+    assert any(p == path and message in m for p, m in found), found

@@ -63,3 +63,5 @@ class Manifest:
     schema: str | None = None
     # The JSON document as parsed, for handing to the worker and the SDK's read-only view.
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # PEP 508 strings as written; the host builds the plugin's own environment from them.
+    requirements: tuple[str, ...] = ()

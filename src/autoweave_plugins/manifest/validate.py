@@ -25,6 +25,11 @@ from autoweave_plugins.manifest.model import (
     Manifest,
     Permissions,
 )
+from autoweave_plugins.manifest.requirements import (
+    MAX_REQUIREMENT_LENGTH,
+    MAX_REQUIREMENTS,
+    requirement_problem,
+)
 from autoweave_plugins.permissions.inbound import MAX_PORT, MIN_PORT, InboundSpec
 from autoweave_plugins.permissions.paths import (
     DECLARABLE_PATH,
@@ -66,7 +71,7 @@ THREADS_RANGE = (1, 4096)
 
 TOP_KEYS = frozenset((
     "$schema", "name", "version", "description", "author", "entry", "permissions", "hooks",
-    "dependencies",
+    "dependencies", "requirements",
 ))  # fmt: skip
 AUTHOR_KEYS = frozenset(("name", "email", "url"))
 PERMISSION_KEYS = frozenset(("filesystem", "network", "usb", "memory"))
@@ -432,6 +437,19 @@ class _Validator:
                 self.fail(at, f"must be a version range string like '^1.2.0' (got {_shown(spec)})")
         return doc
 
+    def requirements(self, value: object) -> tuple[str, ...]:
+        items = self.array(value, "$.requirements", MAX_REQUIREMENTS)
+        valid: list[str] = []
+        for index, item in enumerate(items or ()):
+            at = f"$.requirements[{index}]"
+            text = self.string(item, at, MAX_REQUIREMENT_LENGTH)
+            problem = requirement_problem(text) if text is not None else None
+            if problem is not None:
+                self.fail(at, f"{problem} (got {_shown(text)})")
+            elif text is not None:
+                valid.append(text)
+        return tuple(valid)
+
 
 def validate_document(doc: object) -> tuple[Manifest | None, tuple[ManifestIssue, ...]]:
     """Validate a parsed JSON document. Returns the manifest, or None and every issue found."""
@@ -454,9 +472,11 @@ def validate_document(doc: object) -> tuple[Manifest | None, tuple[ManifestIssue
     hooks = v.hooks(doc["hooks"]) if "hooks" in doc else {}
     dependencies = v.dependencies(doc["dependencies"]) if "dependencies" in doc else {}
     schema = v.string(doc["$schema"], "$.$schema", 2048) if "$schema" in doc else None
+    requirements = v.requirements(doc["requirements"]) if "requirements" in doc else ()
     if v.issues or name is None or version is None or entry is None:
         return None, tuple(v.issues)
     manifest = Manifest(
-        name, version, entry, description, author, permissions, hooks, dependencies, schema, doc
-    )
+        name, version, entry, description, author, permissions, hooks, dependencies, schema, doc,
+        requirements=requirements,
+    )  # fmt: skip
     return manifest, ()
