@@ -37,6 +37,11 @@ def main() -> int:
     world = dict(config["world"])
     world["grants"] = tuple((path, mode) for path, mode in world.get("grants", ()))
     world["extra_read"] = tuple(world.get("extra_read", ()))
+    if config.get("thread_first"):  # a library that started a thread at import, say
+        import threading
+        import time
+
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
     try:
         namespaces = open_namespaces(plan_base(base))
         if config.get("announce"):

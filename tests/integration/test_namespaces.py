@@ -243,7 +243,7 @@ signal.pause()
         assert host_end.recv(1) == b""
         assert world.pid is not None
         outer = world.pid
-        assert worker_pid(outer) != outer  # the plugin runs in a grandchild
+        assert worker_pid(outer) != outer  # the plugin runs in W's second child
         os.kill(outer, signal.SIGTERM)
         assert await next_event(world) == {"signal": signal.SIGTERM}
         assert await asyncio.wait_for(world.wait(), 10) == 0
@@ -269,6 +269,13 @@ async def test_without_namespaces_the_worker_falls_back_and_says_what_is_lost(
     assert refusal.returncode == 3
     assert refusal.final["error"] == "SandboxUnavailable"
     assert "net_namespace" in refusal.final["message"]
+
+
+async def test_a_multithreaded_worker_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    outcome = await run_world({**config(folder(tmp_path)), "thread_first": True})
+    assert outcome.returncode == 3
+    assert outcome.final["error"] == "WorldError"
+    assert "the worker has 2 threads; needs 1" in outcome.final["message"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root host's path")

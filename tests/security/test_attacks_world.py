@@ -11,6 +11,7 @@ succeed: that proves each oracle can see a breach, so its silence in a world mea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -24,8 +25,18 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from autoweave_plugins.sandbox.namespaces import worker_pid
+from tests.security._support import children_of as children
 from tests.security._support import sysv_segment, tcp_counter, udp_counter
-from tests.worlds import CHILD, run_world, write_grant
+from tests.worlds import (
+    CHILD,
+    as_unprivileged,
+    next_event,
+    run_world,
+    shared_dir,
+    start_world,
+    write_grant,
+)
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -298,3 +309,60 @@ async def test_nothing_of_the_worker_outlives_a_killed_host(
             os.kill(pid, signal.SIGKILL)
         for fd in pidfds:
             os.close(fd)
+
+
+TAKEOVER = """
+import ctypes, errno, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+attached = libc.ptrace(PTRACE_ATTACH, 1, None, None) == 0
+emit({"attach": "attached" if attached else errno.errorcode[ctypes.get_errno()]})
+sys.stdin.readline()  # the test looks at pid 1 from outside meanwhile
+if attached:
+    os.waitpid(1, 0)
+    libc.ptrace(PTRACE_DETACH, 1, None, None)
+refused = []
+for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):
+    try:
+        os.kill(1, sig)
+    except OSError as exc:
+        refused.append(errno.errorcode[exc.errno])
+emit({"signalled": True})
+sys.stdin.readline()
+"""
+
+
+def tracer_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("TracerPid:"))
+
+
+def state_of(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.parametrize("host", ["root", "unprivileged"])
+async def test_the_worker_cannot_take_over_or_kill_its_pid_1(host: str) -> None:
+    with contextlib.ExitStack() as stack:
+        wrapper = stack.enter_context(as_unprivileged()) if host == "unprivileged" else ()
+        root = stack.enter_context(shared_dir())
+        (root / "plugin").mkdir()
+        config = {"world": {"folder": str(root / "plugin")}, "code": TAKEOVER}
+        world = await start_world(config, wrapper=wrapper)
+        try:
+            assert world.stdin is not None
+            attempt = await next_event(world)
+            outer = world.pid
+            assert outer is not None
+            holder = next(pid for pid in children(outer) if pid != worker_pid(outer))
+            assert tracer_of(holder) == 0, attempt  # pid 1 is nobody's puppet
+            world.stdin.write(b"\n")
+            assert await next_event(world) == {"signalled": True}
+            assert state_of(holder) in ("S", "R")  # still there, and running
+            world.stdin.write(b"\n")
+            await asyncio.wait_for(world.wait(), 30)
+        finally:
+            if world.returncode is None:
+                world.kill()
+                await world.wait()

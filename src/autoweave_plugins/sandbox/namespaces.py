@@ -140,6 +140,15 @@ def privileged() -> bool:
     return False
 
 
+def _require_one_thread(step: str) -> None:
+    """unshare(CLONE_NEWUSER) refuses a multi-threaded caller, and a fork copies one thread
+    out of many: say so plainly instead of losing a namespace to a bare EINVAL."""
+    with open("/proc/self/status") as status:
+        threads = next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    if threads != 1:
+        raise WorldError(step, "/proc/self/status", f"the worker has {threads} threads; needs 1")
+
+
 def unshare(names: Iterable[str], disabled: frozenset[str] = frozenset()) -> None:
     """``unshare(2)`` by namespace name; a ``disabled`` one fails as the kernel would."""
     names = tuple(names)
@@ -195,6 +204,7 @@ def _close_all_except(keep: set[int]) -> None:
 def _hold(parent: int) -> NoReturn:
     """C, pid 1: die with W, keep nothing, reap whatever is reparented here."""
     kernel.set_pdeathsig(signal.SIGKILL)
+    kernel.set_dumpable(False)  # nothing in the worker's uid may trace it or read its /proc
     poller = select.poll()
     poller.register(parent, select.POLLIN)
     if poller.poll(0):  # W exited before the prctl above could cover it
@@ -251,6 +261,7 @@ def open_namespaces(plan: BasePlan | None = None) -> Namespaces:
     started = time.perf_counter()
     plan = plan or plan_base()  # everything that can be checked, before anything irreversible
     base = plan.spec
+    _require_one_thread("namespaces")
     root = privileged()
     uid, gid = os.geteuid(), os.getegid()
     required = ("mount", "pid") if root else ("user", "mount", "pid")
@@ -346,6 +357,7 @@ def enter_world(spec: WorldSpec, namespaces: Namespaces | None = None) -> WorldR
     timings = dict(namespaces.timings_ms)
     if namespaces.scaffold is None:
         return WorldReport((), lost, os.geteuid(), None, timings | {"world": _ms(started)})
+    _require_one_thread("identity")
     finish_world(namespaces.scaffold, steps, spec.folder)
     outside = _settle_identity(namespaces, lost)
     _refuse_if_strict(spec, lost)
