@@ -118,6 +118,18 @@ with open({str(writable / "output.txt")!r}, "w") as out:
         assert written.stat().st_uid == NOBODY  # never a root-owned file made by a plugin
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root host maps workers to another uid")
+async def test_a_write_grant_the_workers_uid_cannot_write_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    rooted = tmp_path / "root-owned"
+    rooted.mkdir(mode=0o755)
+    outcome = await run_world(config(folder(tmp_path), grants=[(str(rooted), "write")]))
+    assert outcome.returncode == 3
+    assert outcome.final["error"] == "WorldError"
+    assert f"uid {NOBODY}, the worker on the host, cannot write it" in outcome.final["message"]
+
+
 async def test_private_tmp_is_fresh_per_worker_and_capped(tmp_path: Path) -> None:
     marker = f"aw-private-{os.getpid()}-{tmp_path.name}"
     code = f"""

@@ -170,3 +170,22 @@ def test_unknown_modes_and_a_tiny_tmp_are_refused(tmp_path: Path) -> None:
         plan_plugin(WorldSpec(str(tmp_path / "plugin"), grants=((str(tmp_path), "exec"),)), base)
     with pytest.raises(WorldError, match="at least 4 KiB"):
         plan_plugin(WorldSpec(str(tmp_path / "plugin"), tmp_bytes=100), base)
+
+
+def test_trees_the_workers_uid_cannot_use_are_refused_with_the_fix(tmp_path: Path) -> None:
+    worker = (4242, 4242)  # not the owner of anything here
+    base = plan_base(BaseSpec(runtime=(), system=()))
+    plugin = tmp_path / "plugin"
+    plugin.mkdir(mode=0o700)
+    with pytest.raises(WorldError, match="uid 4242, the worker on the host, cannot read it"):
+        plan_plugin(WorldSpec(str(plugin)), base, worker=worker)
+    plugin.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    spec = WorldSpec(str(plugin), grants=((str(out), "readwrite"),))
+    with pytest.raises(WorldError, match="cannot write it .*give it to uid 4242"):
+        plan_plugin(spec, base, worker=worker)
+    assert plan_plugin(WorldSpec(str(plugin), grants=((str(out), "read"),)), base, worker=worker)
+    out.chmod(0o777)
+    assert plan_plugin(spec, base, worker=worker)
+    assert plan_plugin(spec, base, worker=(0, 0))  # uid 0: mode bits are not the limit

@@ -71,7 +71,8 @@ class Scaffold:
         if step.kind == "bind":
             self.mount_point(step.target, step.directory)
             kernel.mount(OLD_ROOT + step.source, step.target, None, kernel.MS_BIND | kernel.MS_REC)
-            kernel.mount_setattr(step.target, step.attrs, recursive=True)
+            if step.attrs:
+                kernel.mount_setattr(step.target, step.attrs, recursive=True)
             self.binds.append(step.target)
         elif step.kind == "tmpfs":
             self.mount_point(step.target, True)

@@ -350,8 +350,11 @@ def enter_world(spec: WorldSpec, namespaces: Namespaces | None = None) -> WorldR
     started = time.perf_counter()
     if namespaces is None:
         namespaces = open_namespaces()
-    host_root = OLD_ROOT if namespaces.scaffold is not None else ""
-    steps = plan_plugin(spec, namespaces.plan, host_root)  # checked before anything irreversible
+    built = namespaces.scaffold is not None
+    base = namespaces.plan.spec
+    worker = (base.outside_uid, base.outside_gid) if namespaces.privileged and built else None
+    # Checked before anything irreversible; read from the host's tree under the old root.
+    steps = plan_plugin(spec, namespaces.plan, OLD_ROOT if built else "", worker)
     lost = dict(namespaces.lost)
     _refuse_if_strict(spec, lost)
     timings = dict(namespaces.timings_ms)

@@ -225,8 +225,8 @@ def plan_base(spec: BaseSpec | None = None) -> BasePlan:
     for path in spec.system:
         planner.want(path, READ_ONLY, "system path", required=False)
     binds = planner.binds([])
-    devices = [Step("bind", f"/dev/{name}", f"/dev/{name}",
-                    kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NOEXEC, directory=False)
+    # Device nodes keep the host's /dev mount flags: nosuid or noexec mean nothing for them.
+    devices = [Step("bind", f"/dev/{name}", f"/dev/{name}", 0, directory=False)
                for name in DEVICES]  # fmt: skip
     mounts = [
         Step("proc", "/proc"),
@@ -249,15 +249,37 @@ def plan_base(spec: BaseSpec | None = None) -> BasePlan:
     return BasePlan(spec, tuple(mounts + links + files), tuple(binds))
 
 
-def plan_plugin(spec: WorldSpec, base: BasePlan, host_root: str = "") -> list[Step]:
+def _check_access(path: str, shown: str, worker: tuple[int, int], write: bool) -> None:
+    """Refuse, naming the fix, a tree the worker's uid could not use (mode bits, no ACL)."""
+    uid, gid = worker
+    info = os.stat(path)
+    if uid == 0 or "system.posix_acl_access" in os.listxattr(path):
+        return
+    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+    search = stat.S_IXOTH if stat.S_ISDIR(info.st_mode) else 0
+    needed = stat.S_IROTH | search | (stat.S_IWOTH if write else 0)
+    if (info.st_mode >> shift) & needed != needed:
+        access = "write" if write else "read"
+        raise WorldError("plan", shown, f"uid {uid}, the worker on the host, cannot {access} it "
+                         f"(mode {info.st_mode & 0o777:o}, owner {info.st_uid}); "
+                         f"give it to uid {uid} or open it to others")  # fmt: skip
+
+
+def plan_plugin(
+    spec: WorldSpec, base: BasePlan, host_root: str = "", worker: tuple[int, int] | None = None
+) -> list[Step]:
     """The plugin's steps, on top of ``base``; raises for anything the world cannot hold.
 
-    ``host_root`` is where the host's tree is read from (``/.oldroot`` after the pivot).
+    ``host_root`` is where the host's tree is read from (``/.oldroot`` after the pivot);
+    ``worker`` is the uid and gid the worker will have on the host, to refuse up front a
+    plugin folder or a grant that it could not use (a clear error instead of EACCES later).
     """
     if spec.tmp_bytes < 4096 or spec.tmp_inodes < 16:
         raise WorldError("plan", "/tmp", "the private /tmp needs at least 4 KiB and 16 inodes")
     planner = _Planner(host_root)
     folder = planner.want(spec.folder, READ_ONLY, "plugin folder", required=True)
+    if worker is not None:
+        _check_access(host_root + str(folder), spec.folder, worker, write=False)
     for path in spec.extra_read:
         planner.want(path, READ_ONLY, "read-only path", required=True)
     protected = [step.target for step in base.binds] + [folder or spec.folder]
@@ -267,6 +289,8 @@ def plan_plugin(spec: WorldSpec, base: BasePlan, host_root: str = "") -> list[St
         real = planner.want(path, _MODES[mode], f"{mode} grant", required=True)
         if mode != "read" and any(_within(str(real), base) for base in protected):
             raise WorldError("plan", path, "a write grant inside the runtime or plugin folder")
+        if worker is not None:
+            _check_access(host_root + str(real), path, worker, write=mode != "read")
     tmp = f"mode=1777,size={spec.tmp_bytes},nr_inodes={spec.tmp_inodes}"
     steps: dict[tuple[str, str], Step] = {}
     for step in [Step("tmpfs", "/tmp", options=tmp), *planner.binds(list(base.binds))]:
