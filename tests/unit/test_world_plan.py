@@ -183,7 +183,7 @@ def test_trees_the_workers_uid_cannot_use_are_refused_with_the_fix(tmp_path: Pat
     out = tmp_path / "out"
     out.mkdir(mode=0o755)
     spec = WorldSpec(str(plugin), grants=((str(out), "readwrite"),))
-    with pytest.raises(WorldError, match="cannot write it .*give it to uid 4242"):
+    with pytest.raises(WorldError, match=r"cannot write it .*give it to uid 4242"):
         plan_plugin(spec, base, worker=worker)
     assert plan_plugin(WorldSpec(str(plugin), grants=((str(out), "read"),)), base, worker=worker)
     out.chmod(0o777)
