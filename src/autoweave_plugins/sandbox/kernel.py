@@ -37,13 +37,13 @@ __all__ = [
     "MS_NOSUID",
     "MS_PRIVATE",
     "MS_REC",
+    "missing_syscall",
     "mount",
     "mount_setattr",
     "pivot_root",
     "set_dumpable",
     "set_pdeathsig",
     "sethostname",
-    "syscalls_known",
     "umount2",
     "unshare",
 ]
@@ -119,9 +119,21 @@ def _path(value: str | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
 
-def syscalls_known() -> bool:
-    """Whether this architecture's number for pivot_root is known here."""
-    return os.uname().machine in _PIVOT_ROOT
+def missing_syscall() -> str | None:
+    """Why this kernel or architecture cannot build a world, or None if it can.
+
+    pivot_root needs a known number here; mount_setattr (Linux 5.12) is asked with an empty
+    path: ENOSYS means absent, any other refusal means present.
+    """
+    if os.uname().machine not in _PIVOT_ROOT:
+        return f"no pivot_root number known for {os.uname().machine}"
+    result = _libc.syscall(
+        ctypes.c_long(_MOUNT_SETATTR), ctypes.c_int(-1), ctypes.c_char_p(b""),
+        ctypes.c_uint(0), None, ctypes.c_size_t(0),
+    )  # fmt: skip
+    if result < 0 and ctypes.get_errno() == errno.ENOSYS:
+        return "the kernel has no mount_setattr (Linux 5.12 or later is needed)"
+    return None
 
 
 def unshare(flags: int) -> None:

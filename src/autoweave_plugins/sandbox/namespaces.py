@@ -40,6 +40,10 @@ then enters a nested user namespace so that here too it has no capability over i
 Threads: RLIMIT_NPROC is set after the last user namespace exists. Since Linux 5.14 the
 kernel counts tasks per (user namespace, uid), and only the worker lives in its last user
 namespace, so the limit caps this worker's threads alone.
+
+For the host: the pid it started is W's; the plugin's memory and CPU are G's, whose pid on
+the host ``worker_pid()`` finds. Both calls need a single-threaded caller (unshare of a
+user namespace and a clean fork both do), and raise ``WorldError`` otherwise.
 """
 
 from __future__ import annotations
@@ -266,8 +270,9 @@ def open_namespaces(plan: BasePlan | None = None) -> Namespaces:
     uid, gid = os.geteuid(), os.getegid()
     required = ("mount", "pid") if root else ("user", "mount", "pid")
     try:
-        if not kernel.syscalls_known():
-            raise OSError(errno.ENOSYS, f"pivot_root: unknown on {os.uname().machine}")
+        missing = kernel.missing_syscall()
+        if missing is not None:
+            raise OSError(errno.ENOSYS, missing)
         lost = _create(required, base.disabled)
     except OSError as exc:
         lost = dict.fromkeys(NAMESPACES, _why(exc))
