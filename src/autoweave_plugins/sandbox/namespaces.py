@@ -48,20 +48,16 @@ user namespace and a clean fork both do), and raise ``WorldError`` otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
-import select
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from types import FrameType
-from typing import NoReturn
 
 from autoweave_plugins.errors import SandboxUnavailable, WorldError
 from autoweave_plugins.sandbox import kernel
+from autoweave_plugins.sandbox.holders import EXIT_ORPHANED, hold, relay
 from autoweave_plugins.sandbox.mounts import OLD_ROOT, Scaffold, build_base, finish_world
 from autoweave_plugins.sandbox.world import BasePlan, WorldSpec, plan_base, plan_plugin
 
@@ -85,16 +81,7 @@ FLAGS = {
     "uts": kernel.CLONE_NEWUTS,
 }
 _OPTIONAL = ("net", "ipc", "uts")
-_FORWARDED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
 _CAP_SETGID, _CAP_SETUID, _CAP_SYS_ADMIN = 6, 7, 21
-EXIT_ORPHANED = 125  # C found W already gone: the host is dying, so is this world
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,59 +184,6 @@ def _map_to(uid: int, gid: int) -> None:
     _write("/proc/self/gid_map", f"0 {gid} 1")
 
 
-def _close_all_except(keep: set[int]) -> None:
-    low = 0
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 30)
-
-
-def _hold(parent: int) -> NoReturn:
-    """C, pid 1: die with W, keep nothing, reap whatever is reparented here."""
-    kernel.set_pdeathsig(signal.SIGKILL)
-    kernel.set_dumpable(False)  # nothing in the worker's uid may trace it or read its /proc
-    poller = select.poll()
-    poller.register(parent, select.POLLIN)
-    if poller.poll(0):  # W exited before the prctl above could cover it
-        os._exit(EXIT_ORPHANED)
-    _close_all_except(set())
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # pid 1 ignores what it has no handler for
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    while True:
-        signal.sigwait({signal.SIGCHLD})
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-
-
-def _end_as(status: int) -> NoReturn:
-    """Leave with ``status``: the same exit code, or death by the same signal."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the worker's crash, not ours
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
-
-
-def _relay(worker: int) -> NoReturn:
-    """W: hold nothing of the worker's, forward signals to it, and end as it ended."""
-    _close_all_except({0, 1, 2})
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker, signum)
-
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
-    _, status = os.waitpid(worker, 0)
-    _end_as(status)
-
-
 def open_namespaces(plan: BasePlan | None = None) -> Namespaces:
     """Create the namespaces, their holders and the base world; returns in the worker (G).
 
@@ -286,17 +220,27 @@ def open_namespaces(plan: BasePlan | None = None) -> Namespaces:
         lost["user"] = "user namespace disabled by the host"
     me = os.pidfd_open(os.getpid())
     os.chdir("/")  # no process may pin the host's tree once the world detaches it
+    # W and C must never return into the caller's code, whatever goes wrong in them.
     if os.fork() == 0:
-        _hold(me)
+        try:
+            hold(me)
+        finally:
+            os._exit(EXIT_ORPHANED)
     worker = os.fork()
     if worker:
-        _relay(worker)
+        try:
+            relay(worker)
+        finally:
+            os._exit(1)  # C dies with W, and the namespace with C
     os.close(me)
     opened = _ms(started)
     made = required + _OPTIONAL
     created = tuple(name for name in NAMESPACES if name in made and name not in lost)
     if "uts" not in lost:
-        kernel.sethostname(base.hostname)
+        try:
+            kernel.sethostname(base.hostname)
+        except OSError as exc:
+            raise WorldError("namespaces", "hostname", _why(exc)) from exc
     final_uid = base.outside_uid if root else uid
     scaffold = build_base(plan, cover_proc=final_uid == 0)
     timings = {"open": opened, "base": round(_ms(started) - opened, 3)}
@@ -320,7 +264,10 @@ def _settle_identity(namespaces: Namespaces, lost: dict[str, str]) -> int:
             except OSError as exc:
                 lost["user"] = _why(exc)
             else:
-                _map_to(uid, gid)
+                try:
+                    _map_to(uid, gid)
+                except OSError as exc:
+                    raise WorldError("identity", "/proc/self/uid_map", _why(exc)) from exc
         return uid
     try:  # nested: the namespaces of the world belong to the outer one
         unshare(("user",))
