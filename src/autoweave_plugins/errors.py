@@ -11,6 +11,7 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     ├── PermissionDenied            a plugin asked for something its manifest does not grant
     ├── PolicyRefused               a manifest asks for more than the host's grant policy allows
     ├── SandboxUnavailable          strict mode, and this machine lacks a required sandbox layer
+    ├── WorldError                  a worker's namespaces or filesystem view could not be built
     ├── UnknownPlugin               no plugin of that name was discovered
     ├── UnknownEvent                ``on``/``off`` with an event name that does not exist
     ├── InvalidUSBEvent             a USB event (from udev or the control socket) is malformed
@@ -62,6 +63,7 @@ __all__ = [
     "UnknownHook",
     "UnknownPlugin",
     "WorkerError",
+    "WorldError",
 ]
 
 
@@ -165,6 +167,20 @@ class SandboxUnavailable(AutoweaveError):
         extra = f" ({detail})" if detail else ""
         super().__init__(f"strict mode: missing sandbox layers: {', '.join(missing)}{extra}")
         self.missing = missing
+
+
+class WorldError(AutoweaveError):
+    """A worker's namespaces or filesystem view could not be built.
+
+    ``step`` is the phase (plan, namespaces, build, identity), ``path`` what it was working
+    on. Raised in the worker before any plugin code runs; the worker must then exit.
+    """
+
+    def __init__(self, step: str, path: str, reason: str) -> None:
+        super().__init__(f"world {step}: {path}: {reason}")
+        self.step = step
+        self.path = path
+        self.reason = reason
 
 
 class FetchError(AutoweaveError):

@@ -119,6 +119,11 @@ def probe() -> SandboxProbe:
         f"max_user_namespaces={max_userns}"
         + (f", unprivileged_userns_clone={unpriv}" if unpriv else ""),
     )
+    # Probed by trying, in throwaway children; imported here so workers never load it.
+    from autoweave_plugins.sandbox.nsprobe import probe_namespaces  # noqa: PLC0415
+
+    for name, (ok, detail) in probe_namespaces().items():
+        layers["world" if name == "world" else f"namespace_{name}"] = LayerStatus(ok, detail)
     controllers = _read("/sys/fs/cgroup/cgroup.controllers")
     layers["cgroups_v2"] = LayerStatus(
         bool(controllers) and "memory" in (controllers or ""),
