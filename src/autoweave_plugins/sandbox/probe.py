@@ -122,8 +122,11 @@ def probe() -> SandboxProbe:
     # Probed by trying, in throwaway children; imported here so workers never load it.
     from autoweave_plugins.sandbox.nsprobe import probe_namespaces  # noqa: PLC0415
 
+    # The layer is built and probed, but workers do not enter it yet: say so rather than let
+    # "yes" read as protection the workers have.
     for name, (ok, detail) in probe_namespaces().items():
-        layers["world" if name == "world" else f"namespace_{name}"] = LayerStatus(ok, detail)
+        note = f"{detail}; available, not yet applied to workers"
+        layers["world" if name == "world" else f"namespace_{name}"] = LayerStatus(ok, note)
     controllers = _read("/sys/fs/cgroup/cgroup.controllers")
     layers["cgroups_v2"] = LayerStatus(
         bool(controllers) and "memory" in (controllers or ""),
