@@ -191,6 +191,7 @@ async def through_the_manager(
         for _ in range(samples * 3):
             await spares_ready(host)
             await host.load("importer")  # a fresh worker: nothing of benchpkg imported yet
+            await spares_ready(host)  # its replacement spare has started: no spawn competes
             in_sandbox.append(await host.call("importer", "onImport"))
             in_venv.append(import_seconds(str(venv / "bin" / "python"), None, PRELOADED))
             await host.unload("importer")

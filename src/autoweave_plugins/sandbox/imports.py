@@ -137,9 +137,10 @@ class ImportGuard:
         self.folder = os.path.realpath(folder) + os.sep
         self.allowed = SAFE_MODULES | frozenset(extra)
         # What the plugin's own environment installs counts as its own (no host grant), except
-        # names of the stdlib: a wheel cannot turn `import ctypes` into an allowed import.
+        # the stdlib's names and the host's: a wheel cannot make `import ctypes` allowed.
         installed = {name for path in environment for name in _importable_names(path)}
-        self.own = frozenset(self._own_top_level_names()) | (installed - sys.stdlib_module_names)
+        installed -= sys.stdlib_module_names | {"autoweave_plugins"}
+        self.own = frozenset(self._own_top_level_names()) | installed
         self._original: ImportFunction | None = None
 
     def _own_top_level_names(self) -> Iterable[str]:
