@@ -25,8 +25,12 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 # The main job: the host on the example plugins, with a simulated USB attach. Ctrl-C stops it.
+# `prepare` builds the environments of plugins with requirements (friendly-units: humanize,
+# from PyPI the first time; offline afterwards). If it cannot, `run` still starts: that plugin
+# is `failed` with the reason, and the others serve.
 run: $(STAMP)
 	$(BIN)/autoweave-plugins validate examples/plugins
+	-$(BIN)/autoweave-plugins prepare examples/plugins --config examples/autoweave.toml
 	mkdir -p /tmp/plugin-data /tmp/autoweave-usb-log
 	echo '{"endpoint": "https://api.example.com/device"}' > /tmp/plugin-data/config.json
 	$(BIN)/autoweave-plugins run examples/plugins --config examples/autoweave.toml --simulate-usb attach:0x1234:0xabcd --hook-timeout 3

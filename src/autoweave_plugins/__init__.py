@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from autoweave_plugins.broadcast import BroadcastResult
     from autoweave_plugins.discovery import DiscoveredPlugin, DiscoveryResult, discover
+    from autoweave_plugins.environments import EnvironmentBuildError, EnvironmentsConfig
     from autoweave_plugins.errors import (
         AutoweaveError,
         ConfigError,
+        DependencyError,
         DiscoveryError,
         FetchError,
         HookError,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from autoweave_plugins.manager import PluginManager
     from autoweave_plugins.manifest import Manifest, ManifestCache, parse_manifest_bytes
     from autoweave_plugins.options import (
+        EnvironmentsOptions,
         LimitsOptions,
         LoaderOptions,
         PolicyOptions,
@@ -71,6 +74,7 @@ _EXPORTS = {
     "discover": "autoweave_plugins.discovery",
     "AutoweaveError": "autoweave_plugins.errors",
     "ConfigError": "autoweave_plugins.errors",
+    "DependencyError": "autoweave_plugins.errors",
     "DiscoveryError": "autoweave_plugins.errors",
     "FetchError": "autoweave_plugins.errors",
     "HookError": "autoweave_plugins.errors",
@@ -92,6 +96,9 @@ _EXPORTS = {
     "UnknownHook": "autoweave_plugins.errors",
     "UnknownPlugin": "autoweave_plugins.errors",
     "WorkerError": "autoweave_plugins.errors",
+    "EnvironmentBuildError": "autoweave_plugins.environments",
+    "EnvironmentsConfig": "autoweave_plugins.environments",
+    "EnvironmentsOptions": "autoweave_plugins.options",
     "Event": "autoweave_plugins.events",
     "PluginView": "autoweave_plugins.events",
     "BroadcastResult": "autoweave_plugins.broadcast",
@@ -119,9 +126,13 @@ __all__ = [
     "AutoweaveError",
     "BroadcastResult",
     "ConfigError",
+    "DependencyError",
     "DiscoveredPlugin",
     "DiscoveryError",
     "DiscoveryResult",
+    "EnvironmentBuildError",
+    "EnvironmentsConfig",
+    "EnvironmentsOptions",
     "Event",
     "ExitReason",
     "FetchError",

@@ -18,12 +18,14 @@ from typing import Any
 
 from rich.console import Console
 
+from autoweave_plugins import cli_prepare
 from autoweave_plugins.control import default_control_path, request, serve_control
 from autoweave_plugins.discovery import DiscoveryProblem, check_plugin_folder, discover
 from autoweave_plugins.errors import AutoweaveError, ConfigError, ManifestIssue
 from autoweave_plugins.manager import PluginManager
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.manifest.model import MANIFEST_FILENAME
+from autoweave_plugins.manifest.requirements import requirement_problem
 from autoweave_plugins.manifest.validate import NAME_RE
 from autoweave_plugins.metrics import serve_metrics
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
@@ -188,6 +190,11 @@ def _cmd_new(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    for requirement in args.requirements:
+        problem = requirement_problem(requirement)
+        if problem is not None:
+            print(f"invalid requirement {requirement!r}: {problem}", file=sys.stderr)
+            return 2
     folder = Path(args.directory) / args.name
     if folder.exists():
         print(f"{folder} already exists", file=sys.stderr)
@@ -202,8 +209,14 @@ def _cmd_new(args: argparse.Namespace) -> int:
         "permissions": {"memory": {"max_heap_mb": 128}},
         "hooks": {"onLoad": "initialize", "onUnload": "cleanup", "onJobReceived": "handle_job"},
     }
+    if args.requirements:
+        manifest["requirements"] = list(args.requirements)
     (folder / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    (folder / "main.py").write_text(SCAFFOLD_CODE.format(name=args.name))
+    code = SCAFFOLD_CODE.format(name=args.name)
+    if args.requirements:  # installed into its own environment by `prepare` (or by `run`)
+        note = f"# Requirements, from its own environment: {', '.join(args.requirements)}\n"
+        code = code.replace("import autoweave\n", "import autoweave\n\n" + note, 1)
+    (folder / "main.py").write_text(code)
     print(f"created {folder}: edit main.py, then run 'autoweave-plugins validate {folder}'")
     return 0
 
@@ -317,7 +330,15 @@ def _parser() -> argparse.ArgumentParser:
     new = commands.add_parser("new", help="create a plugin folder that validates and loads")
     new.add_argument("name", help="plugin name: lowercase letters, digits and '-'")
     new.add_argument("--directory", default=".", help="where to create it (default: here)")
+    new.add_argument(
+        "--requirements",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="a PEP 508 requirement for its own environment, e.g. humanize>=4.9 (repeatable)",
+    )
     new.set_defaults(handler=_cmd_new)
+    cli_prepare.register(commands)  # prepare [DIR]: its own module
 
     usb = commands.add_parser("usb", help="send a simulated USB event to a running host")
     usb.add_argument("action", choices=("attach", "detach"))

@@ -19,12 +19,16 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     └── WorkerError                 something went wrong with a plugin's worker process
         ├── ProtocolError           the worker sent a malformed, oversized or unexpected frame
         ├── LoadError               assigning the plugin failed: sandbox, import or onLoad
-        │   └── LoadTimeout         ... and it took longer than the load timeout
+        │   ├── LoadTimeout         ... and it took longer than the load timeout
+        │   └── DependencyError     a plugin it depends on is missing, out of range, or a cycle
         ├── UnknownHook             the plugin does not declare or define that hook
         ├── HookError               the hook raised; carries the plugin's traceback text
         ├── HookTimeout             the hook overran its timeout; its worker was killed
         ├── PluginCrashed           the worker died while the call was in flight
         └── PluginFailed            the plugin's circuit breaker is open (too many crashes)
+
+Building a plugin's own environment fails with ``EnvironmentBuildError`` and its subclasses,
+which live beside the builder (``autoweave_plugins.environments``), also under ``AutoweaveError``.
 
 ``ManifestError.issues`` holds ``ManifestIssue`` records, each with a JSON path in the form
 ``$.permissions.filesystem[0].mode``; parse errors add a line and a column.
@@ -42,6 +46,7 @@ from pathlib import Path
 __all__ = [
     "AutoweaveError",
     "ConfigError",
+    "DependencyError",
     "DiscoveryError",
     "FetchError",
     "HookError",
@@ -211,6 +216,19 @@ class LoadError(WorkerError):
 
 class LoadTimeout(LoadError):
     """Loading the plugin took longer than its timeout; the worker was killed."""
+
+
+class DependencyError(LoadError):
+    """A plugin named in ``dependencies`` is missing, has a version out of range, or cannot
+    load itself; or the dependencies form a cycle. ``dependency`` names the plugin at fault,
+    ``cycle`` lists the cycle when there is one. Permanent until the plugins change."""
+
+    def __init__(
+        self, message: str, plugin: str, dependency: str, cycle: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, plugin)
+        self.dependency = dependency
+        self.cycle = cycle
 
 
 class UnknownHook(WorkerError):

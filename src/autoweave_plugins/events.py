@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 EVENT_NAMES = frozenset(
     {
-        "plugin:discovered", "plugin:loaded", "plugin:unloaded", "plugin:reloaded", "plugin:error",
-        "plugin:failed", "worker:created", "worker:terminated", "manager:started", "manager:stopped",
+        "plugin:discovered", "plugin:prepared", "plugin:loaded", "plugin:unloaded",
+        "plugin:reloaded", "plugin:error", "plugin:failed", "worker:created", "worker:terminated",
+        "manager:started", "manager:stopped",
     }
 )  # fmt: skip
 

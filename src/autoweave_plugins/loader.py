@@ -25,8 +25,11 @@ import httpx
 
 from autoweave_plugins.broker.inbound import bind_inbound, close_all
 from autoweave_plugins.discovery import DiscoveredPlugin
-from autoweave_plugins.errors import AutoweaveError, LoadError
+from autoweave_plugins.environments.leases import Leases
+from autoweave_plugins.environments.model import Environment
+from autoweave_plugins.errors import AutoweaveError, DependencyError, LoadError
 from autoweave_plugins.events import EventBus
+from autoweave_plugins.manifest.dependencies import dependency_problem
 from autoweave_plugins.metrics import ManagerMetrics
 from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess
@@ -51,8 +54,9 @@ def build_spec(
     extra_imports: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
     serve_limits: ServeLimits | None = None,
+    environment: Environment | None = None,
 ) -> WorkerSpec:
-    """The ASSIGN payload for a discovered, validated plugin."""
+    """The ASSIGN payload for a discovered, validated plugin (and its own environment)."""
     manifest = plugin.manifest
     return WorkerSpec(
         plugin=manifest.name,
@@ -67,6 +71,8 @@ def build_spec(
         strict=strict,
         extra_imports=list(extra_imports),
         serve_limits=(serve_limits or ServeLimits()).to_wire(),
+        environment_paths=[str(environment.path)] if environment else [],
+        environment_roots=[str(environment.root)] if environment else [],
     )
 
 
@@ -95,8 +101,11 @@ class Loader:
         pool: WorkerPool,
         bus: EventBus,
         metrics: ManagerMetrics,
+        leases: Leases | None = None,
     ) -> None:
         self.config = config
+        self.leases = leases
+        """Each worker holds a lease on its plugin's environment until it exits."""
         self.registry = registry
         self.pool = pool
         self.bus = bus
@@ -111,6 +120,9 @@ class Loader:
         self.running = False
         """Between start and stop: no worker is attached outside it."""
         self.on_worker_exit: WorkerExit = _ignore_exit
+        self.await_prepared: Callable[[PluginRecord], Awaitable[None]] | None = None
+        """Installed by the preparer: wait until a ``preparing`` record is ready to load, or
+        raise why it cannot be (its environment failed to build, a dependency is missing)."""
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -136,10 +148,32 @@ class Loader:
     # --- loading -------------------------------------------------------------------------
 
     def request_load(self, record: PluginRecord) -> asyncio.Future[None]:
-        """Queue a load of ``record`` (or join the one under way); resolves once loaded."""
+        """Queue a load of ``record`` (or join the one under way); resolves once loaded.
+
+        A record still preparing (or whose preparing failed) is loaded once it is ready.
+        """
+        if self.await_prepared is not None and (record.preparing or record.prepare_error):
+            return asyncio.ensure_future(self._load_when_prepared(record, self.await_prepared))
         if not self.scheduler.in_progress(record.name):
             record.move_to(PluginState.QUEUED)
         return self.scheduler.request(record.name, record.priority)
+
+    async def _load_when_prepared(
+        self, record: PluginRecord, prepared: Callable[[PluginRecord], Awaitable[None]]
+    ) -> None:
+        await prepared(record)
+        await self.request_load(record)
+
+    def dependency_error(self, name: str, plugin: DiscoveredPlugin) -> DependencyError | None:
+        """Why ``plugin`` (as ``name``'s version) may not load beside the plugins known now."""
+        if not plugin.manifest.dependencies:
+            return None
+        manifests = {n: r.plugin.manifest for n, r in self.registry.items()}
+        manifests[name] = plugin.manifest
+        problem = dependency_problem(name, manifests)
+        if problem is None:
+            return None
+        return DependencyError(problem.message, name, problem.dependency, problem.cycle)
 
     async def preload(self) -> None:
         """Load preload_queue and every CRITICAL/HIGH plugin, in priority order."""
@@ -150,7 +184,12 @@ class Loader:
         for name in order:
             if name not in self.registry:
                 log.warning("preload_queue names %r, which was not discovered", name)
-        futures = [self.request_load(self.registry[n]) for n in order if n in self.registry]
+        # One still preparing is loaded by the preparer once ready: start must not wait for it.
+        futures = [
+            self.request_load(self.registry[n])
+            for n in order
+            if n in self.registry and not self.registry[n].preparing
+        ]
         await asyncio.gather(*futures, return_exceptions=True)
 
     async def load(self, name: str, deadline: float) -> None:
@@ -162,6 +201,9 @@ class Loader:
         started = time.monotonic()
         plugin = record.plugin
         try:
+            refused = self.dependency_error(name, plugin)
+            if refused is not None:
+                raise refused
             worker = await self.start_worker(record, plugin, deadline)
         except BaseException as exc:  # a timeout arrives as a cancellation: reset the state too
             record.move_to(PluginState.IDLE if record.assignments else PluginState.FAILED)
@@ -190,14 +232,26 @@ class Loader:
         return False
 
     async def start_worker(
-        self, record: PluginRecord, plugin: DiscoveredPlugin, deadline: float
+        self,
+        record: PluginRecord,
+        plugin: DiscoveredPlugin,
+        deadline: float,
+        environment: Environment | None = None,
     ) -> WorkerProcess:
         """A worker running ``plugin`` (not yet attached), with its inbound sockets handed
-        over. Checks the grant policy first: every worker a plugin gets passes through here."""
+        over. Checks the grant policy first: every worker a plugin gets passes through here.
+
+        ``environment`` is the plugin's own; by default the record's, when ``plugin`` is the
+        record's current version (a reload passes the new version's).
+        """
         self.config.policy.enforce(plugin.manifest, str(self.config.plugin_directory))
+        if environment is None and plugin is record.plugin:
+            environment = record.environment
+        if plugin.manifest.requirements and environment is None:
+            raise LoadError("its environment is not prepared yet", plugin.name)
         listeners = self._listeners(record, plugin)
         try:
-            worker = await self._assign(plugin, deadline, listeners)
+            worker = await self._assign(plugin, deadline, listeners, environment)
         except BaseException:
             if listeners is not record.inbound:
                 close_all(listeners)
@@ -218,15 +272,33 @@ class Loader:
         return bind_inbound(plugin.name, spec)  # a new port (first load, or changed by reload)
 
     async def _assign(
-        self, plugin: DiscoveredPlugin, deadline: float, listeners: list[socket.socket]
+        self,
+        plugin: DiscoveredPlugin,
+        deadline: float,
+        listeners: list[socket.socket],
+        environment: Environment | None,
     ) -> WorkerProcess:
-        worker = await self.pool.acquire(deadline)
+        lease = None
+        if environment is not None and self.leases is not None:
+            lease = self.leases.take(environment)
+            if lease is None:
+                raise LoadError("its environment was deleted meanwhile; reload it", plugin.name)
+        try:
+            worker = await self.pool.acquire(deadline)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        if lease is not None:
+            held = lease  # the old version's worker keeps its environment while it drains
+            worker.on_exit.append(lambda w, reason, code: held.release())
         spec = build_spec(
             plugin,
             strict=self.config.strict,
             extra_imports=self.config.worker_pool.extra_imports,
             config=dict(self.config.plugin_config.get(plugin.name, {})),
             serve_limits=self.config.limits.serve,
+            environment=environment,
         )
         try:
             await worker.assign(

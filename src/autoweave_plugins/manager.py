@@ -7,6 +7,7 @@ This module wires the parts and delegates to them; each owns one job:
 - ``loader``: giving a plugin a worker and taking it away (with the scheduler and the pool);
 - ``supervisor``: exits, restarts, the breaker, health, reclaim and scale-out;
 - ``reloader``: discovery, hot reload (blue/green) and the watcher;
+- ``preparer``: dependencies checked and each plugin's own environment built before it loads;
 - ``stats`` and ``metrics``: what is measured, and its Prometheus exposition.
 
 The route of a call stays here: find the record, load it if needed, pick the least busy worker,
@@ -17,6 +18,7 @@ call, account. Calls are at-most-once: a call in flight when its worker dies fai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,6 +27,8 @@ from typing import Any
 
 from autoweave_plugins.broadcast import BroadcastResult, fan_out
 from autoweave_plugins.config import from_mapping
+from autoweave_plugins.environments import EnvironmentBuilder, EnvironmentsConfig
+from autoweave_plugins.environments.leases import Leases
 from autoweave_plugins.errors import (
     AutoweaveError,
     LoadError,
@@ -37,6 +41,7 @@ from autoweave_plugins.loader import Loader, spawner
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.metrics import ManagerMetrics
 from autoweave_plugins.options import (
+    EnvironmentsOptions,
     LimitsOptions,
     LoaderOptions,
     PolicyOptions,
@@ -45,9 +50,11 @@ from autoweave_plugins.options import (
 )
 from autoweave_plugins.policy import GrantPolicy
 from autoweave_plugins.pool import WorkerPool
+from autoweave_plugins.preparer import Preparer
 from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.registry import PluginState, Registry
 from autoweave_plugins.reloader import Reloader
+from autoweave_plugins.roots import default_data_root
 from autoweave_plugins.scheduler import LoadScheduler
 from autoweave_plugins.settings import (
     LimitsConfig,
@@ -87,10 +94,24 @@ class PluginManager:
         watcher: WatcherOptions | WatcherConfig | Mapping[str, Any] | None = None,
         policy: PolicyOptions | GrantPolicy | Mapping[str, Any] | None = None,
         limits: LimitsOptions | LimitsConfig | Mapping[str, Any] | None = None,
+        environments: EnvironmentsOptions | EnvironmentsConfig | Mapping[str, Any] | None = None,
         strict: bool | None = None,
         plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         base = config or ManagerConfig()
+        environments_config = from_mapping(
+            EnvironmentsConfig, environments or base.environments, "environments"
+        )
+        self.environments = EnvironmentBuilder(
+            environments_config, data_root=Path(default_data_root())
+        )
+        policy_config = from_mapping(GrantPolicy, policy or base.policy, "policy")
+        # Plugins' environments are read by workers before their sandbox is complete: no
+        # grant may ever reach them (and none may read another plugin's).
+        policy_config = dataclasses.replace(
+            policy_config,
+            denied_paths=(*policy_config.denied_paths, str(self.environments.cache_dir)),
+        )
         self.config = ManagerConfig(
             plugin_directory=Path(plugin_directory)
             if plugin_directory is not None
@@ -100,8 +121,9 @@ class PluginManager:
             ),
             loader=from_mapping(LoaderConfig, loader or base.loader, "loader"),
             watcher=from_mapping(WatcherConfig, watcher or base.watcher, "watcher"),
-            policy=from_mapping(GrantPolicy, policy or base.policy, "policy"),
+            policy=policy_config,
             limits=from_mapping(LimitsConfig, limits or base.limits, "limits"),
+            environments=environments_config,
             strict=base.strict if strict is None else strict,
             plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
             broadcast_concurrency=base.broadcast_concurrency,
@@ -111,9 +133,15 @@ class PluginManager:
         self.records = Registry()
         self.metrics = ManagerMetrics(self.get_manager_stats, self._plugin_snapshots)
         self.pool = WorkerPool(self.config.worker_pool, spawn=spawner(self.config.limits))
-        self.loader = Loader(self.config, self.records, self.pool, self.bus, self.metrics)
+        leases = Leases(self.environments.store)
+        self.loader = Loader(self.config, self.records, self.pool, self.bus, self.metrics, leases)
         self.supervisor = Supervisor(self.config, self.records, self.loader, self.bus)
-        self.reloader = Reloader(self.config, self.records, self.loader, self.cache, self.bus)
+        self.preparer = Preparer(
+            self.config, self.records, self.loader, self.bus, self.environments, leases
+        )
+        self.reloader = Reloader(
+            self.config, self.records, self.loader, self.cache, self.bus, self.preparer
+        )
 
     @property
     def scheduler(self) -> LoadScheduler[str]:
@@ -146,6 +174,7 @@ class PluginManager:
         await self.pool.start()
         self.supervisor.start()
         await self.loader.preload()
+        self.preparer.start()
         self.reloader.start()
         self.bus.emit("manager:started", plugins=len(self.records))
 
@@ -163,8 +192,10 @@ class PluginManager:
 
     async def _shutdown(self) -> None:
         await self.reloader.stop()
+        await self.preparer.stop()
         await self.supervisor.stop()
         await self.loader.close()
+        self.preparer.release_all()
         self.bus.emit("manager:stopped")
         await self.bus.drain()
         self.bus.close()
@@ -284,6 +315,7 @@ class PluginManager:
             self.pool,
             self.scheduler,
             self.cache.stats(),
+            environments=self.preparer.counts(),
         )
 
     def get_plugin_metadata(self, name: str) -> PluginMetadata:

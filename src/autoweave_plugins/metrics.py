@@ -116,7 +116,29 @@ class _StateCollector(Collector):
         size = GaugeMetricFamily("autoweave_manifest_cache_size", "Manifests in the cache")
         size.add_metric([], cache["size"])
         yield size
+        yield from self._environments(stats)
         yield from self._plugin_metrics(snapshots)
+
+    @staticmethod
+    def _environments(stats: ManagerStats) -> Iterator[Metric]:
+        counts = stats["environments"]
+        for key, value in (("preparing", counts["preparing"]), ("in_use", counts["in_use"])):
+            gauge = GaugeMetricFamily(
+                f"autoweave_environments_{key}", f"Plugin environments {key.replace('_', ' ')}"
+            )
+            gauge.add_metric([], value)
+            yield gauge
+        for key, value in (
+            ("hits", counts["hits"]),
+            ("builds", counts["builds"]),
+            ("failures", counts["failures"]),
+            ("pruned", counts["pruned"]),
+        ):
+            counter = CounterMetricFamily(
+                f"autoweave_environment_{key}", f"Plugin environment {key} since start"
+            )
+            counter.add_metric([], value)
+            yield counter
 
     @staticmethod
     def _plugin_metrics(snapshots: list[PluginSnapshot]) -> Iterator[Metric]:

@@ -12,6 +12,7 @@ from typing import TypedDict
 from autoweave_plugins.settings import Priority
 
 __all__ = [
+    "EnvironmentsOptions",
     "FetchLimitsOptions",
     "LimitsOptions",
     "LoaderOptions",
@@ -126,3 +127,18 @@ class LimitsOptions(TypedDict, total=False):
     fetch: FetchLimitsOptions
     output: OutputLimitsOptions
     serve: ServeLimitsOptions
+
+
+class EnvironmentsOptions(TypedDict, total=False):
+    """``environments.EnvironmentsConfig`` as a mapping."""
+
+    index_url: str | None
+    extra_index_urls: Sequence[str]
+    find_links: str | None
+    offline: bool
+    only_binary: bool
+    cache_dir: str | None
+    build_timeout: float
+    max_size_mb: int
+    prune_interval: float
+    prune_after: float

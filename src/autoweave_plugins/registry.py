@@ -18,7 +18,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from autoweave_plugins.discovery import DiscoveredPlugin
-from autoweave_plugins.errors import UnknownPlugin
+from autoweave_plugins.environments.leases import Lease
+from autoweave_plugins.environments.model import Environment
+from autoweave_plugins.errors import AutoweaveError, UnknownPlugin
 from autoweave_plugins.events import PluginView
 from autoweave_plugins.permissions.inbound import InboundSpec
 from autoweave_plugins.process import WorkerProcess
@@ -38,9 +40,11 @@ __all__ = [
 
 
 class PluginState(enum.StrEnum):
-    """discovered → queued → loading → active ⇄ idle → dormant | failed"""
+    """discovered → [preparing →] queued → loading → active ⇄ idle → dormant | failed"""
 
     DISCOVERED = "discovered"
+    PREPARING = "preparing"
+    """Its dependencies are checked and its own environment built, in the background."""
     QUEUED = "queued"
     LOADING = "loading"
     ACTIVE = "active"
@@ -54,7 +58,11 @@ TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = {
     # Nothing serves before it is loaded: no worker is ever attached to a discovered or
     # dormant plugin except by a load. LOADING directly: loads are keyed by name, so a load
     # queued for a name can run for a record that was reset (reload) or replaced (rescan).
-    _S.DISCOVERED: frozenset({_S.QUEUED, _S.LOADING, _S.DORMANT}),
+    _S.DISCOVERED: frozenset({_S.PREPARING, _S.QUEUED, _S.LOADING, _S.DORMANT}),
+    # DISCOVERED: ready (or reloaded to a version that needs no preparing); FAILED: a missing
+    # dependency or a build that failed. QUEUED/LOADING: a load asked for by name meanwhile
+    # (it waits for the environment); DORMANT: unloaded by name, while still preparing.
+    _S.PREPARING: frozenset({_S.DISCOVERED, _S.FAILED, _S.QUEUED, _S.LOADING, _S.DORMANT}),
     # IDLE/FAILED: a reload's swap, or a breaker opening, while a load waits in the queue.
     # ACTIVE: a live worker (a scale-out) serves while a load for a dead one is queued.
     _S.QUEUED: frozenset({_S.LOADING, _S.ACTIVE, _S.IDLE, _S.FAILED, _S.DORMANT, _S.DISCOVERED}),
@@ -66,7 +74,8 @@ TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = {
     _S.DORMANT: frozenset({_S.QUEUED, _S.LOADING, _S.DISCOVERED}),
     # IDLE: a load that was already under way when the breaker opened. Never ACTIVE: a call
     # is refused while the breaker is open, and a failed load leaves no worker.
-    _S.FAILED: frozenset({_S.QUEUED, _S.LOADING, _S.IDLE, _S.DORMANT, _S.DISCOVERED}),
+    # PREPARING: prepared again, when the plugins it depends on may have changed.
+    _S.FAILED: frozenset({_S.PREPARING, _S.QUEUED, _S.LOADING, _S.IDLE, _S.DORMANT, _S.DISCOVERED}),
 }
 
 
@@ -115,6 +124,12 @@ class PluginRecord:
     inbound: list[socket.socket] = field(default_factory=list)
     inbound_spec: InboundSpec | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lease: Lease | None = None
+    """The plugin's own environment (its ``requirements``), held while the record uses it."""
+    preparation: asyncio.Future[None] | None = None
+    """The build of that environment while the record is ``preparing``."""
+    prepare_error: AutoweaveError | None = None
+    """Why preparing failed (a dependency, or the build): raised to calls until it is fixed."""
 
     @property
     def name(self) -> str:
@@ -123,6 +138,15 @@ class PluginRecord:
     @property
     def version(self) -> str:
         return self.plugin.manifest.version
+
+    @property
+    def preparing(self) -> bool:
+        """Its environment is being built now."""
+        return self.preparation is not None and not self.preparation.done()
+
+    @property
+    def environment(self) -> Environment | None:
+        return self.lease.environment if self.lease is not None else None
 
     @property
     def priority_name(self) -> str:

@@ -1,10 +1,12 @@
 """Keeping the records in step with the plugin directory: discovery, hot reload, removal.
 
-``rescan`` finds plugins that appeared. ``reload`` (explicit, or from the watcher) checks the
+``rescan`` finds plugins that appeared, and has those with requirements or dependencies
+prepared (``preparer``). ``reload`` (explicit, or from the watcher) checks the
 plugin's folder again and, when its fingerprint changed, starts the new version in a new worker
-beside the running one. Calls move to the new version only once it has loaded (blue/green); the
-old workers then drain their calls in flight and are retired. A new version that fails to load
-leaves the old one serving. A folder that is gone unloads and forgets its plugin.
+beside the running one, once its dependencies are checked and its environment built. Calls
+move to the new version only once it has loaded (blue/green); the old workers then drain their
+calls in flight and are retired. A new version that fails to build or load leaves the old one
+serving. A folder that is gone unloads and forgets its plugin.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from autoweave_plugins.discovery import (
     check_plugin_folder,
     discover,
 )
-from autoweave_plugins.errors import AutoweaveError, ConfigError, DiscoveryError, LoadError
+from autoweave_plugins.errors import (
+    AutoweaveError,
+    ConfigError,
+    DependencyError,
+    DiscoveryError,
+    LoadError,
+)
 from autoweave_plugins.events import EventBus
 from autoweave_plugins.loader import Loader
 from autoweave_plugins.manifest.cache import ManifestCache
+from autoweave_plugins.preparer import Preparer
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import CircuitBreaker, ExitReason
 from autoweave_plugins.registry import PluginRecord, PluginState, Registry
@@ -44,10 +53,12 @@ class Reloader:
         loader: Loader,
         cache: ManifestCache,
         bus: EventBus,
+        preparer: Preparer,
     ) -> None:
         self.config = config
         self.registry = registry
         self.loader = loader
+        self.preparer = preparer
         self.cache = cache
         self.bus = bus
         self.tasks = TaskSet("reloader")
@@ -101,7 +112,26 @@ class Reloader:
             self.registry.add(record)
             new.append(name)
             self.bus.emit("plugin:discovered", record.view())
+        self._prepare(new)
         return new
+
+    def _prepare(self, new: list[str]) -> None:
+        """Prepare the new plugins that need it, once all of them are known (they may depend
+        on each other), and again those that failed for want of a dependency."""
+        for name in new:
+            record = self.registry[name]
+            if self.preparer.needed(record.plugin):
+                self.preparer.begin(record)
+        if not new:
+            return
+        for record in list(self.registry.values()):
+            if (
+                record.name not in new
+                and isinstance(record.prepare_error, DependencyError)
+                and record.state is PluginState.FAILED
+                and not record.assignments
+            ):
+                self.preparer.begin(record)
 
     def fingerprint(self, plugin: DiscoveredPlugin) -> bytes:
         watcher = self.config.watcher
@@ -152,20 +182,32 @@ class Reloader:
             # A load of the old version is under way: let it finish, then swap over it.
             with contextlib.suppress(AutoweaveError):
                 await scheduler.request(record.name, record.priority)
+        try:
+            # Its dependencies and its environment first: if either fails, nothing changes.
+            lease = await self.preparer.environment_for(record, found)
+        except AutoweaveError as exc:
+            self.loader.report_error(record, exc)
+            raise
         if not record.assignments:
             record.adopt(found, self.fingerprint(found))  # the next call loads the new version
+            self.preparer.adopt(record, lease)
             record.move_to(PluginState.DISCOVERED)
             return
         deadline = time.monotonic() + self.config.loader.load_timeout
+        environment = lease.environment if lease is not None else None
         try:
-            worker = await self.loader.start_worker(record, found, deadline)
-        except AutoweaveError as exc:
-            self.loader.report_error(record, exc)
+            worker = await self.loader.start_worker(record, found, deadline, environment)
+        except BaseException as exc:
+            if lease is not None:
+                lease.release()
+            if isinstance(exc, AutoweaveError):
+                self.loader.report_error(record, exc)
             raise
         old = record.workers
         for previous in old:
             record.detach(previous)  # new calls go to the new version from here on
         record.adopt(found, self.fingerprint(found))
+        self.preparer.adopt(record, lease)  # the old workers hold their own leases until gone
         self.loader.attach(record, worker)
         record.loaded_at = time.time()
         record.move_to(PluginState.IDLE)
@@ -208,5 +250,6 @@ class Reloader:
         """The plugin's folder is gone: unload it and forget it."""
         await self.loader.unload(record, ExitReason.IDLE, PluginState.DORMANT)
         self.registry.remove(record)
+        self.preparer.forget(record)
         close_all(record.inbound)
         self.bus.emit("plugin:unloaded", record.view(), reason="removed")

@@ -3,7 +3,8 @@
 A load request for a plugin that is already queued or loading returns the same future, so a
 burst of calls to a dormant plugin starts one load. Queued loads start in priority order
 (CRITICAL first), then first-come. A failed load is retried with the restart backoff unless the
-error is permanent: an invalid manifest, a policy refusal, a strict-mode sandbox refusal.
+error is permanent: an invalid manifest, a policy refusal, a strict-mode sandbox refusal, a
+dependency that is missing or out of range.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Generic, TypeVar
 
 from autoweave_plugins.errors import (
     AutoweaveError,
+    DependencyError,
     LoadError,
     LoadTimeout,
     ManifestError,
@@ -34,7 +36,7 @@ __all__ = ["PERMANENT_ERRORS", "LoadScheduler"]
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS = (ManifestError, PolicyRefused, SandboxUnavailable)
+PERMANENT_ERRORS = (ManifestError, PolicyRefused, SandboxUnavailable, DependencyError)
 
 Key = TypeVar("Key")
 

@@ -19,12 +19,14 @@ from typing import Any
 from autoweave_plugins.broker.fetch import FetchLimits
 from autoweave_plugins.config import from_mapping, load_toml, require
 from autoweave_plugins.discovery import DEFAULT_IGNORE
+from autoweave_plugins.environments.config import EnvironmentsConfig
 from autoweave_plugins.errors import ConfigError
 from autoweave_plugins.output import OutputLimits
 from autoweave_plugins.policy import GrantPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits
 
 __all__ = [
+    "EnvironmentsConfig",
     "LimitsConfig",
     "LoaderConfig",
     "ManagerConfig",
@@ -223,6 +225,8 @@ class ManagerConfig:
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     policy: GrantPolicy = field(default_factory=GrantPolicy)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    environments: EnvironmentsConfig = field(default_factory=EnvironmentsConfig)
+    """Where plugins' ``requirements`` come from and how they are built (``[environments]``)."""
     strict: bool = False
     """Refuse to run plugins when a required sandbox layer is missing."""
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -238,6 +242,7 @@ class ManagerConfig:
             "watcher": WatcherConfig,
             "policy": GrantPolicy,
             "limits": LimitsConfig,
+            "environments": EnvironmentsConfig,
         }
         values = dict(mapping)
         built: dict[str, Any] = {}

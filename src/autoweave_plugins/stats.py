@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence, Sized
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, cast
 
 __all__ = [
     "CacheCounts",
+    "EnvironmentCounts",
     "ErrorEntry",
     "LatencySummary",
     "LatencyWindow",
@@ -98,12 +99,26 @@ class CacheCounts(TypedDict):
     evictions: int
 
 
+class EnvironmentCounts(TypedDict):
+    """Plugins' own environments: preparing now, leased now, and counts since start."""
+
+    preparing: int
+    in_use: int
+    hits: int
+    resolutions: int
+    builds: int
+    failures: int
+    uv_runs: int
+    pruned: int
+
+
 class ManagerStats(TypedDict):
     plugins: dict[str, int]
     """Plugins by state; every state is present, most with 0."""
     workers: WorkerCounts
     loader: LoaderCounts
     cache: CacheCounts
+    environments: EnvironmentCounts
 
 
 class ErrorEntry(TypedDict):
@@ -137,6 +152,9 @@ class PluginMetadata(TypedDict):
     worker_metrics: list[WorkerMetrics]
     plugin_metrics: list[dict[str, Any]]
     """Each worker's own ``autoweave.metric`` series (bounded by the broker)."""
+    environment: dict[str, Any] | None
+    """Its own environment: key, path, requirements, and each package's name, version and
+    source (the index or wheelhouse it came from); None when it has no requirements."""
 
 
 class WorkerSnapshot(TypedDict):
@@ -199,9 +217,15 @@ class _Error(Protocol):
     def message(self) -> str: ...
 
 
+class _Environment(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class _Record(Protocol):
     @property
     def name(self) -> str: ...
+    @property
+    def environment(self) -> _Environment | None: ...
     @property
     def version(self) -> str: ...
     @property
@@ -270,6 +294,8 @@ def manager_stats(
     pool: _Pool,
     scheduler: _Scheduler,
     cache: _Cache,
+    *,
+    environments: Mapping[str, int] | None = None,
 ) -> ManagerStats:
     """Counts over every record (``states`` lists them all, so absent ones show 0)."""
     plugins = dict.fromkeys(states, 0)
@@ -304,6 +330,10 @@ def manager_stats(
             "size": cache.size,
             "evictions": cache.evictions,
         },
+        "environments": cast(
+            EnvironmentCounts,
+            {key: (environments or {}).get(key, 0) for key in EnvironmentCounts.__annotations__},
+        ),
     }
 
 
@@ -346,6 +376,7 @@ def plugin_metadata(record: _Record) -> PluginMetadata:
         "call_latency": record.latency.summary_ms(),
         "worker_metrics": workers,
         "plugin_metrics": [a.worker.metrics.snapshot() for a in record.assignments],
+        "environment": record.environment.to_dict() if record.environment is not None else None,
     }
 
 

@@ -26,6 +26,7 @@ from autoweave_plugins.environments import (
     EnvironmentTooLarge,
     InstallFailed,
     InvalidRequirements,
+    Leases,
     Prepared,
     ResolutionFailed,
     keys_in_use,
@@ -339,3 +340,38 @@ async def test_prepare_all_reports_each_plugin_and_one_failure_stays_its_own(
     assert in_use == {new.key}
     assert await builder.prune(in_use) == (old.key,)
     assert leftovers(cache)["envs"] == [new.key]
+
+
+async def test_a_leased_environment_survives_any_prune_until_its_last_lease_ends(
+    make_builder: MakeBuilder, cache: Path
+) -> None:
+    builder = make_builder()
+    used = await builder.ensure(["tinypkg==1.0"])
+    leases = Leases(builder.store)
+    plugin, worker = leases.take(used), leases.take(used)  # a record and one of its workers
+    assert plugin is not None and worker is not None and leases.keys == {used.key}
+    # Another process's prune (a separate builder on the same cache) must skip it too.
+    other = make_builder()
+    assert await other.prune(set()) == ()
+    plugin.release()
+    plugin.release()  # a second release is harmless and does not end the worker's lease
+    assert await other.prune(set()) == () and used.root.is_dir()
+    worker.release()
+    assert leases.keys == frozenset()
+    # Just used: the periodic prune's grace spares it; an explicit prune does not.
+    assert await other.prune(set(), unused_for=3600) == ()
+    assert await other.prune(set()) == (used.key,)
+    assert leases.take(used) is None  # gone: a lease is refused, so the host builds it again
+    leases.close()
+
+
+async def test_the_grace_period_counts_from_the_last_use(
+    make_builder: MakeBuilder, cache: Path
+) -> None:
+    builder = make_builder()
+    stale = await builder.ensure(["tinypkg==1.0"])
+    fresh = await builder.ensure(["tinypkg==2.0"])
+    long_ago = time.time() - 7200
+    os.utime(stale.root, (long_ago, long_ago))
+    assert await builder.prune(set(), unused_for=3600) == (stale.key,)
+    assert fresh.root.is_dir()

@@ -120,6 +120,15 @@ requirements = st.lists(
     ),
     max_size=3,
 )
+# Ranges both sides accept, and refusals the schema's pattern can also express.
+dependencies = st.dictionaries(
+    st.one_of(names, st.sampled_from(["Upper", "a b"])),
+    st.one_of(
+        st.sampled_from(["^1.2.0", "~1.2", "1.0.0", "1.x", "*", ">=1.2,<2", ">=1 || ^3.0"]),
+        st.sampled_from(["", "1.0\n", "a@b", "x" * 129, 5, None]),
+    ),
+    max_size=3,
+)
 manifests = st.fixed_dictionaries(
     {
         key: st.one_of(value, any_scalar) if key != "description" else value
@@ -129,6 +138,7 @@ manifests = st.fixed_dictionaries(
         "permissions": permissions,
         "hooks": hooks,
         "requirements": requirements,
+        "dependencies": dependencies,
         "unknown": st.integers(),
     },
 )

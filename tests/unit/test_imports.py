@@ -68,3 +68,24 @@ def test_guard_judges_the_real_caller_not_the_globals_it_passes(tmp_path: Path) 
         assert json.dumps(1) == "1"
     finally:
         guard.uninstall()
+
+
+def test_the_plugins_own_environment_counts_as_its_own_but_never_the_stdlib(
+    tmp_path: Path,
+) -> None:
+    folder, env = tmp_path / "plugin", tmp_path / "env"
+    folder.mkdir()
+    for package in ("humanize", "ctypes", "autoweave_plugins", "humanize-4.9.dist-info"):
+        (env / package).mkdir(parents=True)
+    for module in ("six.py", "fast.cpython-311-x86_64-linux-gnu.so", "subprocess.py", "x.pth"):
+        (env / module).write_text("")
+    guard = ImportGuard("demo", str(folder), environment=[str(env)])
+    g = plugin_globals(folder)
+    for allowed in ("humanize", "humanize.time", "six", "fast"):
+        guard.check(allowed, g, 0)
+    for refused in ("ctypes", "subprocess", "autoweave_plugins", "x"):
+        with pytest.raises(ImportError, match=f"may not import '{refused}'"):
+            guard.check(refused, g, 0)
+    # Without the environment, its packages are not the plugin's.
+    with pytest.raises(ImportError, match="may not import 'humanize'"):
+        ImportGuard("demo", str(folder)).check("humanize", g, 0)

@@ -28,6 +28,16 @@ STATS: ManagerStats = {
         "load_time_p95_ms": 30.0,
     },
     "cache": {"hits": 9, "misses": 3, "size": 3, "evictions": 0},
+    "environments": {
+        "preparing": 1,
+        "in_use": 2,
+        "hits": 4,
+        "resolutions": 1,
+        "builds": 1,
+        "failures": 1,
+        "uv_runs": 2,
+        "pruned": 3,
+    },
 }
 
 
@@ -69,6 +79,10 @@ def test_state_is_read_from_the_callables_at_scrape_time() -> None:
     assert "autoweave_manifest_cache_hits_total 9.0" in text
     assert 'autoweave_plugin_metric_dropped_total{plugin="alpha",reason="series"} 4.0' in text
     assert 'autoweave_plugin_metric{label_k="v",metric="m0",pid="4242",plugin="alpha"} 1.5' in text
+    assert "autoweave_environments_preparing 1.0" in text
+    assert "autoweave_environments_in_use 2.0" in text
+    assert "autoweave_environment_builds_total 1.0" in text
+    assert "autoweave_environment_pruned_total 3.0" in text
 
 
 def test_observed_durations() -> None:

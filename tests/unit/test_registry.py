@@ -47,6 +47,7 @@ def test_only_the_table_s_transitions_are_allowed(start: PluginState, end: Plugi
 def test_nothing_serves_before_it_is_loaded() -> None:
     for start in (S.DISCOVERED, S.DORMANT):
         assert not TRANSITIONS[start] & {S.ACTIVE, S.IDLE, S.FAILED}
+    assert not TRANSITIONS[S.PREPARING] & {S.ACTIVE, S.IDLE}  # ready means discovered again
     assert S.ACTIVE not in TRANSITIONS[S.FAILED]  # calls are refused while the breaker is open
     assert all(S.QUEUED in TRANSITIONS[s] for s in PluginState if s is not S.QUEUED)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from autoweave_plugins import options
 from autoweave_plugins.broker.fetch import FetchLimits
+from autoweave_plugins.environments import EnvironmentsConfig
 from autoweave_plugins.errors import ConfigError
 from autoweave_plugins.policy import GrantPolicy
 from autoweave_plugins.process import OutputLimits
@@ -32,6 +34,7 @@ SECTIONS: list[tuple[type[object], object]] = [
     (FetchLimits, options.FetchLimitsOptions),
     (OutputLimits, options.OutputLimitsOptions),
     (ServeLimits, options.ServeLimitsOptions),
+    (EnvironmentsConfig, options.EnvironmentsOptions),
 ]
 
 
@@ -102,3 +105,26 @@ def test_readme_configuration_lists_every_default() -> None:
     assert ManagerConfig.from_mapping(document) == ManagerConfig()
     for name, config in (("worker_pool", WorkerPoolConfig), ("limits", LimitsConfig)):
         assert set(document[name]) == {f.name for f in dataclasses.fields(config)}
+    # TOML has no null: a key whose default is None is shown commented out, as "# key = ...".
+    table = section[section.index("[environments]") : section.index("```", start)]
+    commented = set(re.findall(r"^# (\w+) = ", table, re.MULTILINE))
+    fields = {f.name: f.default for f in dataclasses.fields(EnvironmentsConfig)}
+    assert set(document["environments"]) | commented == set(fields)
+    assert all(fields[key] is None for key in commented)
+
+
+def test_environments_section_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "host.toml"
+    path.write_text(
+        '[environments]\nfind_links = "/srv/wheels"\noffline = true\nbuild_timeout = 60\n'
+        'extra_index_urls = ["https://mirror.example/simple"]\n'
+    )
+    with pytest.raises(ConfigError, match=r"environments\.offline: conflicts with index_url"):
+        ManagerConfig.from_toml(path)
+    path.write_text('[environments]\nfind_links = "/srv/wheels"\noffline = true\n')
+    environments = ManagerConfig.from_toml(path).environments
+    assert environments.find_links == Path("/srv/wheels") and environments.offline
+    assert environments.only_binary and environments.prune_interval == 3600.0
+    path.write_text("[environments]\nprune_interval = -1\n")
+    with pytest.raises(ConfigError, match=r"environments\.prune_interval: must be >= 0"):
+        ManagerConfig.from_toml(path)

@@ -78,6 +78,7 @@ def test_manager_stats_counts_every_state_and_busy_worker() -> None:
     )
     assert stats["plugins"] == {
         "discovered": 1,
+        "preparing": 0,
         "queued": 0,
         "loading": 0,
         "active": 1,

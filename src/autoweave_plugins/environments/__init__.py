@@ -10,25 +10,27 @@ layout on disk and ``config`` for the ``[environments]`` section.
     env.path      # first on the worker's sys.path
     env.root      # grant read-only (Landlock) and mount read-only (namespace world)
 
-How the host uses it (one ``EnvironmentBuilder`` per manager, from the ``[environments]``
-config section and the host's data root):
+How the host uses it (``preparer.Preparer``, one ``EnvironmentBuilder`` per manager, from the
+``[environments]`` config section and the host's data root):
 
-* discovery: a manifest with ``requirements`` puts its plugin in ``preparing``; a task awaits
-  ``builder.ensure(manifest.requirements)``. Success emits ``plugin:prepared`` (with
-  ``env.to_dict()``: key, path, packages and their sources) and the plugin continues as
-  usual; an ``EnvironmentBuildError`` makes it ``failed`` and emits ``plugin:error`` with the
-  error text (``culprits`` and ``detail`` included). A call during ``preparing`` awaits the same
-  ensure (it joins the single flight) before loading.
-* worker spec: the environment's ``path`` goes on ``sys.path`` after the plugin's own folder
-  and before everything else (so the plugin's pins win over the host's packages); ``root`` is
-  granted read-only to Landlock beside the plugin folder and bind-mounted read-only at the
-  same path in the namespace world. Its top-level names count as the plugin's own for the
-  import guard; code inside it imports freely, like the stdlib. ``.pth`` files in it are not
-  processed (``sys.path.insert``, not ``site.addsitedir``).
-* hot reload: when the new manifest's requirements differ, ``ensure`` them before starting the
-  green worker; on failure the blue one keeps serving and ``plugin:error`` says why.
+* discovery: a manifest with ``requirements`` puts its plugin in ``preparing``; a lookup hit
+  makes it ready at once, a miss builds it in the background. Success emits
+  ``plugin:prepared`` (with ``env.to_dict()``: key, path, packages and their sources); an
+  ``EnvironmentBuildError`` makes the plugin ``failed`` and emits ``plugin:error`` with the
+  error text (``culprits`` and ``detail`` included). A call meanwhile waits for the build.
+* worker spec: ``WorkerSpec.environment_paths`` (``env.path``) goes on ``sys.path`` right
+  after the plugin's own folder (its pins win over the host's packages), and
+  ``WorkerSpec.environment_roots`` (``env.root``) is granted read-only to Landlock beside the
+  plugin folder, for the namespace world to mount read-only at the same path. Its top-level
+  names count as the plugin's own for the import guard; code inside it imports freely, like
+  the stdlib. ``.pth`` files in it are not processed (plain ``sys.path`` entries).
+* hot reload: the new manifest's environment is ensured before the green worker starts; on
+  failure the blue one keeps serving and ``plugin:error`` says why.
+* in use: each record and each worker holds a ``Lease`` (a shared flock), so no prune in any
+  process removes an environment while it is used.
 * housekeeping: ``prepare_all`` builds many with a progress callback (``prepare [DIR]``);
-  ``builder.prune(keys_in_use(builder, wanted))`` removes environments no plugin uses.
+  ``builder.prune(keys_in_use(builder, wanted))`` removes environments no plugin uses, and the
+  host runs ``prune`` every ``prune_interval``, sparing those used within ``prune_after``.
 """
 
 from autoweave_plugins.environments.builder import EnvironmentBuilder
@@ -42,6 +44,7 @@ from autoweave_plugins.environments.errors import (
     ResolutionFailed,
 )
 from autoweave_plugins.environments.keys import Target
+from autoweave_plugins.environments.leases import Lease, Leases
 from autoweave_plugins.environments.model import BuilderStats, Environment, PackageSource
 from autoweave_plugins.environments.prepare import Prepared, keys_in_use, prepare_all
 
@@ -55,6 +58,8 @@ __all__ = [
     "EnvironmentsConfig",
     "InstallFailed",
     "InvalidRequirements",
+    "Lease",
+    "Leases",
     "PackageSource",
     "Prepared",
     "ResolutionFailed",

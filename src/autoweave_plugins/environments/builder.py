@@ -136,11 +136,12 @@ class EnvironmentBuilder:
             self.stats.failures += 1
             raise self._cache_error(exc, canonical) from exc
 
-    async def prune(self, in_use: Iterable[str]) -> tuple[str, ...]:
-        """Delete every environment whose key is not in ``in_use`` and is not being built."""
+    async def prune(self, in_use: Iterable[str], *, unused_for: float = 0.0) -> tuple[str, ...]:
+        """Delete every environment whose key is not in ``in_use``, is not being built nor
+        leased by any process, and was last used more than ``unused_for`` seconds ago."""
         keep = set(in_use) | self._building
         scratch_age = 2 * self.config.build_timeout + 60
-        removed = await asyncio.to_thread(self.store.prune, keep, scratch_age)
+        removed = await asyncio.to_thread(self.store.prune, keep, scratch_age, unused_for)
         gone = set(removed)
         self._memo = {k: e for k, e in self._memo.items() if e.key not in gone}
         return tuple(removed)

@@ -22,12 +22,16 @@ from autoweave_plugins.config import require
 __all__ = [
     "DEFAULT_BUILD_TIMEOUT",
     "DEFAULT_MAX_SIZE_MB",
+    "DEFAULT_PRUNE_AFTER",
+    "DEFAULT_PRUNE_INTERVAL",
     "EnvironmentsConfig",
     "default_cache_dir",
 ]
 
 DEFAULT_BUILD_TIMEOUT = 600.0
 DEFAULT_MAX_SIZE_MB = 1024
+DEFAULT_PRUNE_INTERVAL = 3600.0
+DEFAULT_PRUNE_AFTER = 86400.0
 MAX_URL_LENGTH = 2048
 
 
@@ -74,6 +78,11 @@ class EnvironmentsConfig:
     """Seconds one uv step (resolve or install) may take before its process group is killed."""
     max_size_mb: int = DEFAULT_MAX_SIZE_MB
     """Largest installed environment; a bigger one is deleted and its build fails."""
+    prune_interval: float = DEFAULT_PRUNE_INTERVAL
+    """Seconds between the host's removals of environments no plugin uses; 0 turns it off."""
+    prune_after: float = DEFAULT_PRUNE_AFTER
+    """The periodic removal spares an environment used (by any host sharing the cache) within
+    this many seconds. One in use now is never removed, whatever this says."""
 
     def validate(self, prefix: str) -> None:
         if self.index_url is not None:
@@ -109,6 +118,16 @@ class EnvironmentsConfig:
             0 < self.build_timeout <= 86400,
             f"{prefix}.build_timeout",
             f"must be from 0 to 86400 seconds, exclusive of 0 (got {self.build_timeout})",
+        )
+        require(
+            0 <= self.prune_interval <= 1 << 30,
+            f"{prefix}.prune_interval",
+            f"must be >= 0 seconds; 0 turns the periodic prune off (got {self.prune_interval})",
+        )
+        require(
+            0 <= self.prune_after <= 1 << 30,
+            f"{prefix}.prune_after",
+            f"must be >= 0 seconds (got {self.prune_after})",
         )
         require(
             1 <= self.max_size_mb <= 1 << 20,

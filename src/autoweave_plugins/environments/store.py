@@ -23,7 +23,9 @@ Why this shape:
   discards its copy. Lock files are never deleted, since unlinking a lock file lets two holders
   lock different inodes.
 * deletion renames first, so nobody sees a half-deleted environment, and takes the key's lock
-  without waiting, so a key being built is never pruned.
+  without waiting, so a key being built is never pruned. A host holds a shared lock on every
+  key its plugins and workers use (``leases``), so no prune, in any process, deletes one of
+  them; the environment's mtime is its last use, which a grace period (``unused_for``) reads.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ENV_METADATA", "LOCK_FILE", "SITE_DIR", "KeyLock", "Store", "read_bounded"]
+__all__ = ["ENV_METADATA", "LOCK_FILE", "SITE_DIR", "KeyLock", "Store", "read_bounded", "touch"]
 
 SITE_DIR = "site-packages"
 LOCK_FILE = "lock.txt"
@@ -53,7 +55,7 @@ _TRASH = ".trash-"
 
 
 class KeyLock:
-    """An exclusive ``flock`` on ``locks/<key>.lock``, taken without blocking."""
+    """A ``flock`` on ``locks/<key>.lock``, taken without blocking."""
 
     __slots__ = ("_fd", "path")
 
@@ -61,10 +63,11 @@ class KeyLock:
         self.path = path
         self._fd: int | None = None
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, shared: bool = False) -> bool:
+        """Exclusive (build, prune) or shared (in use: see ``leases``), without waiting."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
@@ -129,6 +132,19 @@ def remove_tree(root: Path) -> None:
         with contextlib.suppress(OSError):
             os.chmod(directory, 0o700)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def touch(path: Path) -> None:
+    """Mark an environment as used now (its mtime); the owner may, even on a 0555 directory."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 class Store:
@@ -223,8 +239,9 @@ class Store:
                 if not name.startswith("."):
                     yield "env", name
 
-    def prune(self, keep: set[str], scratch_age: float) -> list[str]:
-        """Delete environments not in ``keep`` and not being built; returns their keys.
+    def prune(self, keep: set[str], scratch_age: float, unused_for: float = 0.0) -> list[str]:
+        """Delete environments not in ``keep``, not in use or being built, and last used more
+        than ``unused_for`` seconds ago; returns their keys.
 
         Also removes builds and deletions a crash left behind (their key is no longer
         locked), resolution records of removed environments, and resolution records without
@@ -233,9 +250,12 @@ class Store:
         if not self.envs.is_dir():
             return []
         removed: list[str] = []
+        recent = time.time() - unused_for
         for kind, name in list(self._entries()):
             key = name if kind == "env" else name.split("-", 2)[1]
-            if kind == "env" and key in keep:
+            if kind == "env" and (
+                key in keep or (unused_for > 0 and _mtime(self.envs / key) > recent)
+            ):
                 continue
             lock = self.lock(key)
             if not lock.try_acquire():

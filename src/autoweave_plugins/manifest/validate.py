@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from autoweave_plugins.errors import InvalidURL, ManifestIssue
+from autoweave_plugins.manifest.dependencies import range_problem
 from autoweave_plugins.manifest.model import (
     DEFAULT_MAX_HEAP_MB,
     DEFAULT_MAX_THREADS,
@@ -55,7 +56,7 @@ HOOK_TARGET_RE = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*\Z")
 # A relative path of non-empty components, none '.' or '..', ending in a file named '*.py'.
 ENTRY_RE = re.compile(r"(?:(?!\.{1,2}/)[^/\\\x00]+/)*(?!\.py\Z)[^/\\\x00]+\.py\Z")
 KEYWORDS = frozenset(keyword.kwlist)
-VERSION_RANGE_RE = re.compile(r"[0-9A-Za-z.*^~<>=|+\- ]{1,128}\Z")
+VERSION_RANGE_RE = re.compile(r"[0-9A-Za-z.*^~<>=|+!,\- ]{1,128}\Z")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 _PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 
@@ -435,6 +436,10 @@ class _Validator:
                 self.fail(at, "dependency keys are plugin names: lowercase letters, digits and '-'")
             elif type(spec) is not str or not VERSION_RANGE_RE.match(spec):
                 self.fail(at, f"must be a version range string like '^1.2.0' (got {_shown(spec)})")
+            else:
+                problem = range_problem(spec)
+                if problem is not None:
+                    self.fail(at, f"is not a version range: {problem} (got {_shown(spec)})")
         return doc
 
     def requirements(self, value: object) -> tuple[str, ...]:

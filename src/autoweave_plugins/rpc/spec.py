@@ -28,6 +28,10 @@ class WorkerSpec:
     max_open_files: int = 256
     metrics_per_second: float = 200.0
     serve_limits: dict[str, Any] = field(default_factory=dict)  # worker.http.ServeLimits.to_wire()
+    environment_paths: list[str] = field(default_factory=list)
+    """The plugin's own environment: import roots, put on sys.path right after its folder."""
+    environment_roots: list[str] = field(default_factory=list)
+    """Directories holding that environment: read-only to the worker (Landlock, mount view)."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,4 +45,6 @@ class WorkerSpec:
         except TypeError as exc:
             raise ProtocolError(f"bad assign payload: {exc}") from None
         object.__setattr__(spec, "filesystem", [(str(p), str(m)) for p, m in spec.filesystem])
+        for name in ("environment_paths", "environment_roots"):
+            object.__setattr__(spec, name, [str(p) for p in getattr(spec, name)])
         return spec

@@ -101,7 +101,8 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
     statm = f"/proc/{os.getpid()}/statm"  # lets the worker report its own RSS in pongs
     try:
         report["landlock"] = apply_landlock(
-            [*runtime_read_paths(), spec.folder],
+            # Its own environment, read-only like its folder; never another plugin's.
+            [*runtime_read_paths(), spec.folder, *spec.environment_roots],
             spec.filesystem,
             extra=[(statm, AccessFS.READ_FILE)],
         )

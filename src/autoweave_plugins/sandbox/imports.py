@@ -109,14 +109,38 @@ this check) and the host package itself."""
 ImportFunction = Callable[..., ModuleType]
 
 
+def _importable_names(path: str) -> Iterable[str]:
+    """Top-level names importable from an environment directory (packages, modules)."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        name, _, ext = entry.name.partition(".")
+        package = entry.is_dir() and not ext
+        if name.isidentifier() and (package or ext.endswith(("py", "so", "pyc"))):
+            yield name
+
+
 class ImportGuard:
     """Checks each import made by code whose file lies in the plugin folder."""
 
-    def __init__(self, plugin: str, folder: str, extra: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        plugin: str,
+        folder: str,
+        extra: Iterable[str] = (),
+        *,
+        environment: Iterable[str] = (),
+    ) -> None:
         self.plugin = plugin
         self.folder = os.path.realpath(folder) + os.sep
         self.allowed = SAFE_MODULES | frozenset(extra)
-        self.own = frozenset(self._own_top_level_names())
+        # What the plugin's own environment installs counts as its own (no host grant), except
+        # the stdlib's names and the host's: a wheel cannot make `import ctypes` allowed.
+        installed = {name for path in environment for name in _importable_names(path)}
+        installed -= sys.stdlib_module_names | {"autoweave_plugins"}
+        self.own = frozenset(self._own_top_level_names()) | installed
         self._original: ImportFunction | None = None
 
     def _own_top_level_names(self) -> Iterable[str]:

@@ -212,7 +212,13 @@ class PluginRuntime(asyncio.Protocol):
         sys.path.insert(0, os.path.dirname(entry_path))
         if os.path.dirname(entry_path) != spec.folder:
             sys.path.insert(0, spec.folder)
-        ImportGuard(spec.plugin, spec.folder, spec.extra_imports).install()
+        # Its own environment right after its own folders: its pins win over the runtime's
+        # packages. Plain entries, so no .pth file in it runs.
+        own = 1 if os.path.dirname(entry_path) == spec.folder else 2
+        sys.path[own:own] = spec.environment_paths
+        ImportGuard(
+            spec.plugin, spec.folder, spec.extra_imports, environment=spec.environment_paths
+        ).install()
         module_spec = importlib.util.spec_from_file_location(
             f"autoweave_plugin_{spec.plugin.replace('-', '_')}", entry_path
         )
