@@ -185,8 +185,10 @@ async def test_pinned_plugins_are_not_reclaimed(plugins: Path) -> None:
     )
     unloaded = EventLog(m, "plugin:unloaded")
     async with m:
-        await m.call("alpha", "onWork")  # unpinned, and idle for less time than gamma
-        await stays_true(lambda: m.state("gamma") == "idle", "pinned gamma idle", seconds=0.6)
+        await asyncio.gather(
+            stays_true(lambda: m.state("gamma") == "idle", "pinned gamma idle", seconds=0.6),
+            m.call("alpha", "onWork"),  # unpinned, and idle for less time than gamma
+        )
         # Control: reclaim did run meanwhile, so gamma was spared rather than never looked at.
         await unloaded.wait("plugin:unloaded", "alpha", reason="idle")
         assert m.state("gamma") == "idle"
