@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import json
 import os
 import signal
 import statistics
@@ -27,20 +26,25 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
 import contextlib
 
 from _stats import emit, pin, summary_ms, summary_us, unpin
+from tests.helpers.plugins import write_plugin_folder
+from tests.helpers.waiting import wait_until
 from worker_bench import start_floor
 
 from autoweave_plugins import PluginManager
 
 
 def trivial(root: Path, name: str) -> None:
-    folder = root / name
-    folder.mkdir(parents=True)
-    doc = {"name": name, "version": "1.0.0", "entry": "main.py", "hooks": {"onTrivial": "trivial"}}
-    (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
-    (folder / "main.py").write_text("def trivial():\n    return None\n")
+    code = "def trivial():\n    return None\n"
+    write_plugin_folder(root, name, code, hooks={"onTrivial": "trivial"})
+
+
+async def spares_ready(manager: PluginManager) -> None:
+    """A warm pool: both spares started, so what follows does not wait for an interpreter."""
+    await wait_until(lambda: len(manager.pool.spares) >= 2, "two spares are ready", timeout=60)
 
 
 async def bare_spawns(count: int) -> list[float]:
@@ -61,8 +65,7 @@ async def lazy_loads(root: Path, count: int) -> list[float]:
         root, worker_pool={"min_workers": 2, "max_workers": count + 4}
     ) as manager:
         for i in range(count):
-            while len(manager.pool.spares) < 2:  # a warm pool: spares ready before each load
-                await asyncio.sleep(0.01)
+            await spares_ready(manager)
             start = time.perf_counter()
             await manager.call(f"lazy-{i}", "onTrivial")
             samples.append(time.perf_counter() - start)
@@ -99,8 +102,7 @@ async def round_trips_and_crash(root: Path, calls: int, crashes: int) -> dict[st
             }
         unpin()
         for _ in range(crashes):
-            while len(manager.pool.spares) < 2:
-                await asyncio.sleep(0.01)
+            await spares_ready(manager)
             [worker] = manager.records["rt"].workers
             assert worker.pid is not None
             start = time.perf_counter()

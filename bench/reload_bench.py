@@ -10,7 +10,6 @@ for the burst of writes to settle before reloading.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -19,7 +18,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
 from _stats import emit
+from tests.helpers.plugins import write_plugin_folder
+from tests.helpers.waiting import wait_until
 
 from autoweave_plugins import PluginManager
 
@@ -30,19 +32,8 @@ CODE = "VERSION = {version}\n\ndef version():\n    return VERSION\n"
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "hot"
-        folder.mkdir()
-        (folder / "autoweave.plugin.json").write_text(
-            json.dumps(
-                {
-                    "name": "hot",
-                    "version": "1.0.0",
-                    "entry": "main.py",
-                    "hooks": {"onVersion": "version"},
-                }
-            )
-        )
-        (folder / "main.py").write_text(CODE.format(version=0))
+        hooks = {"onVersion": "version"}
+        folder = write_plugin_folder(Path(tmp), "hot", CODE.format(version=0), hooks=hooks)
         samples = []
         async with PluginManager(
             tmp,
@@ -50,10 +41,13 @@ async def main() -> None:
             watcher={"debounce": DEBOUNCE, "manifest_only": False},
         ) as manager:
             await manager.call("hot", "onVersion")
+            pool = manager.pool
             for version in range(1, SAVES + 1):
-                await asyncio.sleep(0.3)  # let the previous swap retire its old worker
-                while len(manager.pool.spares) < 2:
-                    await asyncio.sleep(0.01)
+                await wait_until(  # the previous swap retired its old worker; the pool is warm
+                    lambda: len(pool.spares) >= 2 and len(pool.live) == 1 + len(pool.spares),
+                    "the old worker has exited and two spares are ready",
+                    timeout=60,
+                )
                 temporary = folder / "main.py.tmp"
                 temporary.write_text(CODE.format(version=version))
                 start = time.perf_counter()

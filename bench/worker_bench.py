@@ -9,7 +9,6 @@ blocking child process echoing 4-byte-length-prefixed msgpack over a socketpair.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import statistics
 import sys
@@ -19,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
 from _stats import emit, pin, summary_ms, summary_us, unpin
+from tests.helpers.plugins import write_plugin_folder
 
 from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
 from autoweave_plugins.loader import build_spec
@@ -119,16 +120,9 @@ async def interleaved(worker: WorkerProcess, host: EchoHost) -> dict[str, Any]:
 
 
 def trivial_plugin(root: Path) -> DiscoveredPlugin:
-    folder = root / "trivial"
-    folder.mkdir()
-    doc = {
-        "name": "trivial",
-        "version": "1.0.0",
-        "entry": "main.py",
-        "hooks": {"onLoad": "init", "onTrivial": "trivial"},
-    }
-    (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
-    (folder / "main.py").write_text("def init():\n    pass\n\ndef trivial():\n    return None\n")
+    code = "def init():\n    pass\n\ndef trivial():\n    return None\n"
+    hooks = {"onLoad": "init", "onTrivial": "trivial"}
+    folder = write_plugin_folder(root, "trivial", code, hooks=hooks)
     found = check_plugin_folder(str(folder), ManifestCache())
     assert isinstance(found, DiscoveredPlugin)
     return found

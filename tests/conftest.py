@@ -1,14 +1,15 @@
-"""Shared fixtures: where the conformance corpus is, and a plugin-folder factory."""
+"""Shared fixtures: where the conformance corpus is, where plugins go, and a folder factory."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.plugins import DEFAULT_CODE, write_plugin_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,24 +35,22 @@ MakePlugin = Callable[..., Path]
 
 
 @pytest.fixture
-def make_plugin(tmp_path: Path) -> MakePlugin:
-    """Create ``tmp_path/plugins/<folder>`` with a manifest and an entry file."""
+def plugin_root(tmp_path: Path) -> Path:
+    """Where a test's plugin folders go (created by the first plugin written)."""
+    return tmp_path / "plugins"
+
+
+@pytest.fixture
+def make_plugin(plugin_root: Path) -> MakePlugin:
+    """``write_plugin_folder`` with ``plugin_root`` as the default root."""
 
     def make(
         name: str,
         folder: str | None = None,
-        code: str = "def initialize():\n    return 'ok'\n",
+        code: str = DEFAULT_CODE,
         root: Path | None = None,
         **fields: Any,
     ) -> Path:
-        base = (root or tmp_path / "plugins") / (folder or name)
-        base.mkdir(parents=True, exist_ok=True)
-        manifest: dict[str, Any] = {"name": name, "version": "1.0.0", "entry": "main.py"}
-        manifest.update(fields)
-        (base / "autoweave.plugin.json").write_text(json.dumps(manifest))
-        entry = base / manifest["entry"]
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        entry.write_text(code)
-        return base
+        return write_plugin_folder(root or plugin_root, name, code, folder=folder, **fields)
 
     return make

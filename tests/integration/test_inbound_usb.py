@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +13,9 @@ from autoweave_plugins import PluginManager
 from autoweave_plugins.errors import InvalidUSBEvent, LoadError
 from autoweave_plugins.usb import SimulatedSource, USBDispatcher, USBEvent
 from autoweave_plugins.usb.udev import event_from_udev
+from tests.helpers.net import free_port
+from tests.helpers.plugins import write_plugin_folder
+from tests.helpers.waiting import wait_until
 
 SERVER = """
 import autoweave
@@ -52,26 +53,10 @@ def seen():
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def plugin(root: Path, name: str, code: str, **manifest: Any) -> None:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "autoweave.plugin.json").write_text(
-        json.dumps({"name": name, "version": "1.0.0", "entry": "main.py", **manifest})
-    )
-    (folder / "main.py").write_text(code)
-
-
 async def test_plugin_serves_on_the_port_the_host_bound(tmp_path: Path) -> None:
     port = free_port()
     hooks = {"onLoad": "start", "onBind": "try_bind"}
-    plugin(
+    write_plugin_folder(
         tmp_path,
         "web",
         SERVER,
@@ -80,14 +65,18 @@ async def test_plugin_serves_on_the_port_the_host_bound(tmp_path: Path) -> None:
     )
     # socket is granted so that the kernel, not the import allow-list, refuses the bind
     pool = {"min_workers": 1, "extra_imports": ["socket"]}
-    async with PluginManager(tmp_path, worker_pool=pool) as m, httpx.AsyncClient() as http:
+    async with PluginManager(tmp_path, worker_pool=pool) as m:
         await m.load("web")
-        response = await http.post(f"http://127.0.0.1:{port}/hello?x=1", content=b"payload")
-        assert response.json() == {"path": "/hello", "query": {"x": "1"}, "body": "payload"}
-        assert (await http.get(f"http://127.0.0.1:{port}/boom")).status_code == 500
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"http://127.0.0.1:{port}/hello?x=1", content=b"payload")
+            assert response.json() == {"path": "/hello", "query": {"x": "1"}, "body": "payload"}
+            assert (await http.get(f"http://127.0.0.1:{port}/boom")).status_code == 500
         assert await m.call("web", "onBind") == "PermissionError"  # it still cannot bind itself
         await m.reload("web")  # the new version takes over the same listening socket
-        assert (await http.get(f"http://127.0.0.1:{port}/again")).json()["path"] == "/again"
+        # A new connection: one kept alive from before belongs to the old version, which
+        # drops it when it exits, whenever that is.
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/again")).json()["path"] == "/again"
 
 
 async def test_port_in_use_is_a_clear_load_error(tmp_path: Path) -> None:
@@ -95,7 +84,7 @@ async def test_port_in_use_is_a_clear_load_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        plugin(
+        write_plugin_folder(
             tmp_path,
             "web",
             SERVER,
@@ -111,20 +100,20 @@ async def test_port_in_use_is_a_clear_load_error(tmp_path: Path) -> None:
 
 async def test_usb_events_reach_only_matching_plugins_in_order(tmp_path: Path) -> None:
     hooks = {"onUSBAttach": "attached", "onUSBDetach": "detached", "onSeen": "seen"}
-    plugin(
+    write_plugin_folder(
         tmp_path, "vendor-only", USB, hooks=hooks, permissions={"usb": {"vendor_ids": ["0x1234"]}}
     )
-    plugin(
+    write_plugin_folder(
         tmp_path,
         "exact",
         USB,
         hooks=hooks,
         permissions={"usb": {"vendor_ids": ["0x1234"], "product_ids": ["0xABCD"]}},
     )
-    plugin(
+    write_plugin_folder(
         tmp_path, "other-vendor", USB, hooks=hooks, permissions={"usb": {"vendor_ids": ["0x9999"]}}
     )
-    plugin(tmp_path, "no-usb", USB, hooks=hooks)
+    write_plugin_folder(tmp_path, "no-usb", USB, hooks=hooks)
     async with PluginManager(tmp_path, worker_pool={"min_workers": 1}) as m:
         source = SimulatedSource()
         dispatcher = USBDispatcher(m)
@@ -132,10 +121,12 @@ async def test_usb_events_reach_only_matching_plugins_in_order(tmp_path: Path) -
         source.inject(USBEvent.create("attach", "0x1234", "0xABCD", bus=1, address=5))
         source.inject(USBEvent.create("detach", "0x1234", "0xabcd", bus=1, address=5))
         source.inject(USBEvent.create("attach", "0x1234", "0x0001", bus=1, address=6))
-        for _ in range(200):
-            if dispatcher.deliveries == 5:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: dispatcher.deliveries == 5,
+            "five deliveries: three to vendor-only, two to exact",
+            timeout=4.0,
+            detail=lambda: f"{dispatcher.deliveries} deliveries",
+        )
         runner.cancel()
         assert await m.call("exact", "onSeen") == [
             ["attach", "0x1234", "0xabcd"],
@@ -158,14 +149,14 @@ async def test_usb_events_reach_only_matching_plugins_in_order(tmp_path: Path) -
 
 
 async def test_one_plugin_failing_does_not_block_the_others(tmp_path: Path) -> None:
-    plugin(
+    write_plugin_folder(
         tmp_path,
         "bad",
         "def attached(device):\n    raise ValueError('nope')\n",
         hooks={"onUSBAttach": "attached"},
         permissions={"usb": {"vendor_ids": ["0x1234"]}},
     )
-    plugin(
+    write_plugin_folder(
         tmp_path,
         "good",
         "def attached(device):\n    return device['serial']\n",

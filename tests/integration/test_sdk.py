@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.httpserver import local_server
-from tests.workers import running, write_plugin
+from tests.helpers.httpserver import local_server
+from tests.helpers.workers import running, write_plugin
 
 CODE = """
 import json

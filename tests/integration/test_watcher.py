@@ -7,14 +7,14 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from autoweave_plugins import PluginManager
-from autoweave_plugins.events import Event
+from tests.helpers.events import EventLog
+from tests.helpers.plugins import write_plugin_folder
+from tests.helpers.processes import descendants
+from tests.helpers.waiting import hooks_running, stays_true, wait_until
 
 CODE = """
 import asyncio
@@ -27,18 +27,8 @@ async def version(delay=0.0):
 
 
 def write(root: Path, name: str, version: str = "v1", **manifest: Any) -> Path:
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "name": name,
-        "version": "1.0.0",
-        "entry": "main.py",
-        "hooks": {"onVersion": "version"},
-        **manifest,
-    }
-    (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
-    (folder / "main.py").write_text(CODE.format(version=version))
-    return folder
+    hooks = {"onVersion": "version"}
+    return write_plugin_folder(root, name, CODE.format(version=version), hooks=hooks, **manifest)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -55,61 +45,46 @@ def manager(root: Path, **watcher: Any) -> PluginManager:
     )
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-def children() -> int:
-    return sum(
-        1 for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
-    )
-
-
 async def test_code_change_reloads_blue_green(tmp_path: Path) -> None:
     folder = write(tmp_path, "hot")
-    events: list[Event] = []
     async with manager(tmp_path) as m:
-        m.on("*", events.append)
+        events = EventLog(m)
         assert await m.call("hot", "onVersion") == "v1"
         slow = asyncio.ensure_future(m.call("hot", "onVersion", delay=0.5))  # in flight on v1
-        await asyncio.sleep(0.05)
+        await hooks_running(m.records["hot"].workers[0], 1)
         atomic_write(folder / "main.py", CODE.format(version="v2"))
-        await until(lambda: any(e.name == "plugin:reloaded" for e in events))
+        await events.wait("plugin:reloaded", "hot")
         assert await m.call("hot", "onVersion") == "v2"
         assert await slow == "v1"  # the call in flight completed on the old version
-        await until(
-            lambda: any(
-                e.name == "worker:terminated" and e.data["reason"] == "reload" for e in events
-            )
-        )
+        await events.wait("worker:terminated", reason="reload")
 
 
 async def test_touch_and_identical_resave_do_nothing(tmp_path: Path) -> None:
     folder = write(tmp_path, "calm")
-    events: list[Event] = []
     async with manager(tmp_path) as m:
         await m.call("calm", "onVersion")
-        m.on("*", events.append)
+        events = EventLog(m)
         os.utime(folder / "main.py")
         (folder / "autoweave.plugin.json").write_text(
             (folder / "autoweave.plugin.json").read_text()
         )
-        await asyncio.sleep(0.5)
-        assert [e.name for e in events if e.name.startswith("plugin:")] == []
+        # Nothing marks "the watcher looked and did nothing", so the claim is a quiet window
+        # ten debounces long.
+        await stays_true(
+            lambda: [n for n in events.names() if n.startswith("plugin:")] == [],
+            "no plugin event",
+            seconds=0.5,
+        )
         assert m.get_manager_stats()["loader"]["loads_ok"] == 1
 
 
 async def test_invalid_manifest_keeps_the_old_version_serving(tmp_path: Path) -> None:
     folder = write(tmp_path, "careful")
-    errors: list[Event] = []
     async with manager(tmp_path, manifest_only=True) as m:
-        m.on("plugin:error", errors.append)
+        events = EventLog(m)
         assert await m.call("careful", "onVersion") == "v1"
         (folder / "autoweave.plugin.json").write_text('{"name": "careful", "vers')  # half-written
-        await until(lambda: bool(errors))
+        await events.wait("plugin:error")
         assert await m.call("careful", "onVersion") == "v1"
         (folder / "main.py").write_text(CODE.format(version="v3"))
         doc = {
@@ -119,43 +94,44 @@ async def test_invalid_manifest_keeps_the_old_version_serving(tmp_path: Path) ->
             "hooks": {"onVersion": "version"},
         }
         (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
-        await until(lambda: m.records["careful"].plugin.manifest.version == "1.0.1")
+        await events.wait("plugin:reloaded", "careful")
+        assert m.records["careful"].plugin.manifest.version == "1.0.1"
         assert await m.call("careful", "onVersion") == "v3"
 
 
 async def test_failing_new_version_leaves_the_old_one(tmp_path: Path) -> None:
     folder = write(tmp_path, "stable")
-    errors: list[Event] = []
     async with manager(tmp_path) as m:
-        m.on("plugin:error", errors.append)
+        events = EventLog(m, "plugin:error")
         assert await m.call("stable", "onVersion") == "v1"
         (folder / "main.py").write_text("raise RuntimeError('broken v2')\n")
-        await until(lambda: bool(errors))
-        assert "broken v2" in str(errors[0].data["error"])
+        [error] = await events.wait("plugin:error")
+        assert "broken v2" in str(error.data["error"])
         assert await m.call("stable", "onVersion") == "v1"
 
 
 async def test_new_and_removed_folders(tmp_path: Path) -> None:
     write(tmp_path, "first")
-    events: list[Event] = []
     async with manager(tmp_path) as m:
-        m.on("*", events.append)
+        events = EventLog(m)
         await m.call("first", "onVersion")
         write(tmp_path, "second", "s1")
-        await until(lambda: "second" in m.records)
+        await events.wait("plugin:discovered", "second")
         assert await m.call("second", "onVersion") == "s1"
         shutil.rmtree(tmp_path / "first")
-        await until(lambda: "first" not in m.records)
-        assert any(
-            e.name == "plugin:unloaded" and e.data.get("reason") == "removed" for e in events
+        await events.wait("plugin:unloaded", "first", reason="removed")
+        assert "first" not in m.records
+        await wait_until(  # retiring first's worker and topping up the spares run on their own
+            lambda: len(m.pool.live) == 2,
+            "only second's worker and one spare are live",
+            detail=lambda: f"{len(m.pool.live)} live",
         )
-        await until(lambda: len(m.pool.live) == 2)  # second's worker and one spare
 
 
 async def test_storm_of_writes_settles_on_the_final_files(tmp_path: Path) -> None:
     names = [f"storm{i:02d}" for i in range(20)]
     folders = {n: write(tmp_path, n) for n in names}
-    before = children()
+    before = descendants()
     # Headroom above 20: blue/green needs a second worker per plugin while it swaps, and at
     # the cap the pool would (correctly) reclaim idle plugins, which is not what this tests.
     m = PluginManager(
@@ -173,16 +149,33 @@ async def test_storm_of_writes_settles_on_the_final_files(tmp_path: Path) -> Non
             (folders[name] / "main.py").write_text(CODE.format(version=final[name]))
             if i % 50 == 49:
                 await asyncio.sleep(0.05)  # 1,000 writes spread over about a second
-        deadline = asyncio.get_running_loop().time() + 60
         pending = dict(final)
-        while pending:
-            assert asyncio.get_running_loop().time() < deadline, f"not settled: {sorted(pending)}"
+
+        async def settled() -> bool:
             for name, version in list(pending.items()):
                 if await m.call(name, "onVersion") == version:
                     del pending[name]
-            await asyncio.sleep(0.1)
+            return not pending
+
+        await wait_until(
+            settled,
+            "every plugin serves its final files",
+            timeout=60,
+            interval=0.1,
+            detail=lambda: f"not settled: {sorted(pending)}",
+        )
+        await wait_until(
+            lambda: (
+                len(m.pool.live) == 20 + len(m.pool.spares)
+                and len(descendants() - before) == len(m.pool.live)
+            ),
+            "the retired old versions have exited",
+            detail=lambda: (
+                f"{len(m.pool.live)} live, {len(m.pool.spares)} spare,"
+                f" {len(descendants() - before)} processes"
+            ),
+        )
         counts = {n: len(m.records[n].workers) for n in names}
         assert set(counts.values()) == {1}, counts  # no plugin double-loaded
-        # Retired old versions drain, run onUnload and exit in the background: wait for them.
-        await until(lambda: len(m.pool.live) == 20 + len(m.pool.spares))  # no leaked worker
-        await until(lambda: children() - before == len(m.pool.live))
+        assert len(m.pool.live) == 20 + len(m.pool.spares)  # no leaked worker
+        assert len(descendants() - before) == len(m.pool.live)

@@ -13,7 +13,9 @@ import pytest
 from autoweave_plugins.errors import HookError, HookTimeout, LoadError, PluginCrashed, UnknownHook
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
-from tests.workers import process_exists, running, write_plugin
+from tests.helpers.processes import process_exists
+from tests.helpers.waiting import hooks_running, wait_until
+from tests.helpers.workers import running, write_plugin
 
 HOOKS = {
     "onLoad": "init",
@@ -54,11 +56,6 @@ def leave():
 def bad():
     return object()
 """
-
-
-@pytest.fixture
-def plugin_root(tmp_path: Path) -> Path:
-    return tmp_path / "plugins"
 
 
 async def test_load_and_call_sync_and_async_hooks(plugin_root: Path) -> None:
@@ -117,7 +114,7 @@ async def test_sigkill_fails_in_flight_calls_quickly(plugin_root: Path) -> None:
     async with running(plugin) as worker:
         assert worker.pid is not None
         calls = [asyncio.ensure_future(worker.call("onSlow", 30)) for _ in range(10)]
-        await asyncio.sleep(0.05)
+        await hooks_running(worker, 10)
         os.kill(worker.pid, signal.SIGKILL)
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 2)
         assert all(isinstance(r, PluginCrashed) for r in results), results
@@ -129,16 +126,12 @@ async def test_caller_cancellation_cancels_in_the_worker(plugin_root: Path) -> N
     plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
     async with running(plugin) as worker:
         call = asyncio.ensure_future(worker.call("onSlow", 30))
-        await asyncio.sleep(0.05)
+        await hooks_running(worker, 1)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        for _ in range(100):  # the cancel and a ping can arrive in one read; let it unwind
-            pong = await worker.ping()
-            if pong["tasks"] == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert pong["tasks"] == 0 and pong["rss"] > 0
+        await hooks_running(worker, 0)  # the cancel and a ping can arrive in one read
+        assert (await worker.ping())["rss"] > 0
 
 
 @pytest.mark.parametrize(
@@ -225,11 +218,11 @@ async def test_workers_die_with_a_killed_host(tmp_path: Path) -> None:
     assert len(pids) == 2 and all(process_exists(p) for p in pids)
     host.kill()
     await host.wait()
-    for _ in range(200):
-        if not any(process_exists(p) for p in pids):
-            break
-        await asyncio.sleep(0.01)
-    assert not any(process_exists(p) for p in pids)
+    await wait_until(
+        lambda: not any(process_exists(p) for p in pids),
+        "the killed host's workers are gone",
+        timeout=2.0,
+    )
 
 
 async def test_exit_status_of_a_killed_worker_is_kept() -> None:

@@ -29,8 +29,8 @@ import httpx
 from autoweave_plugins.broker.fetch import FetchLimits
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
-from tests.httpserver import local_server
-from tests.workers import write_plugin
+from tests.helpers.httpserver import local_server
+from tests.helpers.workers import write_plugin
 
 FLOOD = 16
 ATTACK_TIMEOUT = 8.0

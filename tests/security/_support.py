@@ -20,18 +20,19 @@ from dataclasses import dataclass, field
 from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.net import tcp_server
 
 __all__ = [
     "CALL_TIMEOUT",
     "LOAD_TIMEOUT",
     "PRELUDE",
+    "RAW_WRITE",
     "SIBLING_CODE",
     "SIBLING_HOOKS",
     "HTTPRecorder",
     "HitCounter",
     "ReusableWorker",
     "assert_responsive",
-    "children_of",
     "host_rss",
     "http_recorder",
     "peak_rss",
@@ -73,6 +74,25 @@ def attempt(fn, *args, **kwargs):
     elif not isinstance(value, (int, str, bool, type(None))):
         value = repr(value)[:300]
     return {"ok": True, "value": value}
+'''
+
+# For attack plugins that speak the wire protocol themselves: the RPC socket is fd argv[1].
+RAW_WRITE = '''
+import os
+import sys
+
+
+def write_raw(data):
+    """Write all of ``data`` straight to the RPC socket, past the SDK's checks and limits."""
+    fd = int(sys.argv[1])
+    os.set_blocking(fd, True)
+    try:
+        view, sent = memoryview(data), 0
+        while sent < len(data):
+            sent += os.write(fd, view[sent:])
+    finally:
+        os.set_blocking(fd, False)
+    return sent
 '''
 
 SIBLING_CODE = """
@@ -133,23 +153,6 @@ class ReusableWorker:
             await self.worker.stop()
 
 
-def children_of(pid: int) -> list[int]:
-    """Every live or zombie process whose parent is ``pid`` (read from /proc)."""
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        fields = text.rpartition(")")[2].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def read_proc(path: str) -> bytes | None:
     """A /proc file's bytes, or None when this process may not read it."""
     try:
@@ -176,22 +179,23 @@ def reset_peak_rss() -> int:
     return peak_rss()
 
 
+def _kib_field(path: str, key: str) -> int:
+    """The ``key:  <n> kB`` line of a /proc file such as status or meminfo, in bytes."""
+    with open(path) as table:
+        for line in table:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {key} line in {path}")
+
+
 def peak_rss() -> int:
     """This process's peak RSS since the last ``reset_peak_rss``, in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM line in /proc/self/status")
+    return _kib_field("/proc/self/status", "VmHWM")
 
 
 def shmem_bytes() -> int:
     """System-wide shared memory (tmpfs, memfd, shared anonymous mappings), in bytes."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no Shmem line in /proc/meminfo")
+    return _kib_field("/proc/meminfo", "Shmem")
 
 
 @dataclass
@@ -214,13 +218,8 @@ async def tcp_counter() -> AsyncIterator[HitCounter]:
             counter.payloads.append(await asyncio.wait_for(reader.read(256), 0.5))
         writer.close()
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    counter.port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(accept) as counter.port:
         yield counter
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 5)
 
 
 class _DatagramCounter(asyncio.DatagramProtocol):
@@ -291,13 +290,8 @@ async def http_recorder() -> AsyncIterator[HTTPRecorder]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    recorder.port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(handle) as recorder.port:
         yield recorder
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 5)
 
 
 # --- System V IPC (shared memory, message queues, semaphores) -------------------------------

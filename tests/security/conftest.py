@@ -11,27 +11,21 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import FrameType
 
 import pytest
 import pytest_asyncio
 
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.waiting import wait_until_sync
+from tests.helpers.workers import write_plugin
 from tests.security._support import (
     SIBLING_CODE,
     SIBLING_HOOKS,
     ReusableWorker,
     assert_responsive,
 )
-from tests.workers import write_plugin
-
-
-@pytest.fixture
-def plugin_root(tmp_path: Path) -> Path:
-    return tmp_path / "plugins"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -69,9 +63,9 @@ def host_sigusr1() -> Iterator[list[int]]:
         # (asyncio's child watchers are threads); Python runs the handler in the main thread
         # at its next check, so give it a moment rather than expecting it synchronously.
         os.kill(os.getpid(), signal.SIGUSR1)
-        deadline = time.monotonic() + 2.0
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_until_sync(
+            lambda: bool(received), "the control SIGUSR1 is handled", timeout=2.0, interval=0.001
+        )
         assert received == [signal.SIGUSR1]
         received.clear()
         yield received

@@ -28,8 +28,8 @@ import pytest_asyncio
 
 from autoweave_plugins.errors import HookTimeout, PluginCrashed, ProtocolError
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import LOAD_TIMEOUT, assert_responsive, peak_rss, reset_peak_rss
-from tests.workers import running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -21,8 +21,8 @@ from autoweave_plugins import PluginManager
 from autoweave_plugins.errors import HookError
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.rpc.wire_errors import MAX_MESSAGE, MAX_TRACEBACK
+from tests.helpers.workers import write_plugin
 from tests.security._support import CALL_TIMEOUT, assert_responsive, host_rss
-from tests.workers import write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     LOAD_TIMEOUT,
@@ -23,7 +24,6 @@ from tests.security._support import (
     assert_responsive,
     http_recorder,
 )
-from tests.workers import running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

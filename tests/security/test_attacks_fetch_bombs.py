@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.workers import running, write_plugin
 from tests.security._flood import watch_host
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT
-from tests.workers import running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -17,8 +17,8 @@ import pytest
 
 from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, PRELUDE, assert_responsive
-from tests.workers import running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -24,8 +24,8 @@ import pytest
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.rpc import ServeLimits
+from tests.helpers.workers import write_plugin
 from tests.security._support import LOAD_TIMEOUT, assert_responsive
-from tests.workers import write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

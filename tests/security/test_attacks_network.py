@@ -1,9 +1,10 @@
 """Attack class 3: direct network access (TCP connect, UDP sendto, bind/listen, unix sockets).
 
 The test runs its own TCP and UDP servers on 127.0.0.1 (and unix sockets in a private
-directory) and counts what reaches them; after the attack every count must still be 0. The
-plugin is granted ``socket`` and ``ctypes`` imports, so only the kernel (seccomp denies
-``socket()``, Landlock denies TCP bind/connect and scopes abstract unix sockets) stands in the way.
+directory) and counts what reaches them; after the attack, a sentinel the test sends itself
+must be all that arrived. The plugin is granted ``socket`` and ``ctypes`` imports, so only the
+kernel (seccomp denies ``socket()``, Landlock denies TCP bind/connect and scopes abstract unix
+sockets) stands in the way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest
 import pytest_asyncio
 
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.waiting import wait_until
+from tests.helpers.workers import write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     PRELUDE,
@@ -29,7 +32,6 @@ from tests.security._support import (
     tcp_counter,
     udp_counter,
 )
-from tests.workers import write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -151,16 +153,32 @@ HOOKS = {"onAttack": "attack", "onUnix": "unix_attack"}
 GRANTS = ("socket", "ctypes")
 
 
-async def _prove_counting(tcp: HitCounter, udp: HitCounter) -> None:
-    """Control: the counters really see a connection and a datagram from this host."""
+SENTINEL = b"sentinel"
+
+
+async def _sentinel(tcp: HitCounter, udp: HitCounter) -> None:
+    """Send one connection and one datagram from this host and wait until both are counted.
+
+    Before an attack it proves the counters work. After one it flushes: accepting connections
+    and receiving datagrams are first in, first out, so anything the attack sent before it
+    returned has been counted by the time the sentinel has.
+    """
     _reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", tcp.port), 5)
+    writer.write(SENTINEL)
+    await writer.drain()
     writer.close()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.sendto(b"control", ("127.0.0.1", udp.port))
-    for _ in range(200):
-        if tcp.hits and udp.hits:
-            break
-        await asyncio.sleep(0.01)
+        sock.sendto(SENTINEL, ("127.0.0.1", udp.port))
+    await wait_until(
+        lambda: SENTINEL in tcp.payloads and SENTINEL in udp.payloads,
+        "the sentinel connection and datagram are counted",
+        timeout=2.0,
+    )
+
+
+async def _prove_counting(tcp: HitCounter, udp: HitCounter) -> None:
+    """Control: the counters really see a connection and a datagram from this host."""
+    await _sentinel(tcp, udp)
     assert (tcp.hits, udp.hits) == (1, 1)
     tcp.hits = udp.hits = 0
     tcp.payloads.clear()
@@ -203,9 +221,9 @@ async def test_no_direct_network(
     async with tcp_counter() as tcp, udp_counter() as udp:
         await _prove_counting(tcp, udp)
         report = await attacker.call("onAttack", route, tcp.port, udp.port, timeout=CALL_TIMEOUT)
-        await asyncio.sleep(0.1)  # let anything in flight arrive
-        # Evidence outside the plugin: the servers saw nothing.
-        assert (tcp.hits, udp.hits) == (0, 0), (tcp.payloads, udp.payloads, report)
+        await _sentinel(tcp, udp)
+        # Evidence outside the plugin: the servers saw nothing but the sentinel.
+        assert (tcp.hits, udp.hits) == (1, 1), (tcp.payloads, udp.payloads, report)
     assert attacker.alive
     assert report["ok"] is False, report
     assert report["error"] in ("PermissionError", "OSError", "TypeError"), report
@@ -275,8 +293,14 @@ async def test_no_unix_sockets_outside(
             probe.sendto(b"control", paths["dgram_sendto"])
             probe.sendto(b"control", paths["abstract_dgram_sendto"])
         report = await attacker.call("onUnix", route, paths[route], timeout=CALL_TIMEOUT)
-        await asyncio.sleep(0.1)
+        # Datagrams are queued by the time the attack's send returns; a stream connection is
+        # counted when accepted, first in, first out: once the server has accepted and hung up
+        # on a sentinel of ours, any connection the attack made has been counted.
+        reader, writer = await asyncio.open_unix_connection(paths["stream_connect"])
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
     await assert_responsive(sibling)
-    # Evidence outside the plugin: only the two control datagrams ever arrived.
-    assert sorted(received) == [b"control", b"control"], (received, report)
+    # Evidence outside the plugin: only the two control datagrams and the sentinel arrived.
+    expected = [b"control", b"control", b"stream connection"]
+    assert sorted(received) == expected, (received, report)
     assert report["ok"] is False, report

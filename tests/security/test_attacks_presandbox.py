@@ -22,8 +22,8 @@ import pytest
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.policy import never_granted
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.workers import write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT
-from tests.workers import write_plugin
 
 STRACE = shutil.which("strace")
 pytestmark = [

@@ -15,7 +15,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ import pytest
 import pytest_asyncio
 
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.processes import descendants, process_exists
+from tests.helpers.waiting import plugin_logged, stays_true, wait_until
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     LOAD_TIMEOUT,
@@ -32,7 +34,6 @@ from tests.security._support import (
     SIBLING_HOOKS,
     ReusableWorker,
     assert_responsive,
-    children_of,
     read_proc,
     restore_scheduling,
     scheduling_of,
@@ -41,7 +42,6 @@ from tests.security._support import (
     sysv_remove,
     sysv_segment,
 )
-from tests.workers import process_exists, running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -56,6 +56,8 @@ import socket
 import subprocess
 import threading
 import time
+
+import autoweave
 
 libc = ctypes.CDLL(None, use_errno=True)
 SYS_CLONE, SYS_EXECVEAT, SYS_TKILL, SYS_TGKILL = 56, 322, 200, 234
@@ -85,24 +87,22 @@ def ctypes_execveat(marker):
     return checked(libc.syscall(SYS_EXECVEAT, -100, TOUCH.encode(), c_argv("touch", marker), c_argv(), 0))
 
 
-def raw_clone_then_exec(marker):
-    pid = checked(libc.syscall(SYS_CLONE, SIGCHLD, 0, 0, 0, 0))
+def touch_in_child(pid, marker):
+    """After a fork: the child (pid 0) becomes touch or exits; the parent gets the pid."""
     if pid == 0:
         try:
             os.execv(TOUCH, ["touch", marker])
         finally:
             os._exit(1)
     return pid
+
+
+def raw_clone_then_exec(marker):
+    return touch_in_child(checked(libc.syscall(SYS_CLONE, SIGCHLD, 0, 0, 0, 0)), marker)
 
 
 def fork_then_exec(marker):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.execv(TOUCH, ["touch", marker])
-        finally:
-            os._exit(1)
-    return pid
+    return touch_in_child(os.fork(), marker)
 
 
 def thread_then_exec(marker):
@@ -149,6 +149,7 @@ def exec_attack(route, marker):
 # --- fork bomb --------------------------------------------------------------------------
 
 def fork_bomb(seconds, limit):
+    autoweave.log.warning("fork bomb going off")  # leaves at once: the host knows it started
     made = refused = 0
     last_error = None
     deadline = time.monotonic() + seconds
@@ -385,23 +386,29 @@ async def test_no_exec(attacker: Attacker, sibling: WorkerProcess, route: str) -
     marker = attacker.granted / f"touched-{route}"
     assert worker.pid is not None
     report = await worker.call("onExec", route, str(marker), timeout=CALL_TIMEOUT)
-    await asyncio.sleep(0.1)
+    started = descendants(worker.pid, zombies=True)
+    # A program the attack did start writes its marker before it exits: look once all are gone.
+    await wait_until(
+        lambda: not any(process_exists(p) for p in started), "what the attack started exits"
+    )
     assert not marker.exists(), report
-    assert children_of(worker.pid) == [], report
+    assert started == set(), report
     assert worker.alive and process_exists(worker.pid), report
     assert report["ok"] is False, report
     assert report["error"] in ("PermissionError", "OSError"), report
     await assert_responsive(sibling)
 
 
-async def test_fork_bomb_is_contained(attacker: Attacker, sibling: WorkerProcess) -> None:
+async def test_fork_bomb_is_contained(
+    attacker: Attacker, sibling: WorkerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     worker = attacker.worker
     assert worker.pid is not None
     bomb = asyncio.ensure_future(worker.call("onForkBomb", 1.0, 20000, timeout=CALL_TIMEOUT))
-    await asyncio.sleep(0.05)
+    await plugin_logged(caplog, "process-attacker", "fork bomb going off")
     await assert_responsive(sibling)  # the host stays responsive while the bomb goes off
     report = await bomb
-    assert children_of(worker.pid) == [], report
+    assert descendants(worker.pid, zombies=True) == set(), report
     assert report["made"] == 0, report
     assert report["refused"] > 0 and "PermissionError" in report["last_error"], report
     assert report["forkpty"]["ok"] is False, report
@@ -417,8 +424,11 @@ async def test_cannot_signal_the_host(
     report = await attacker.worker.call(
         "onSignal", route, os.getpid(), int(signal.SIGUSR1), timeout=CALL_TIMEOUT
     )
-    await asyncio.sleep(0.1)  # a signal in flight would have been handled by now
-    assert host_sigusr1 == [], report
+    # A signal in flight would be handled within this window (the control test shows how
+    # soon). Signals carry no sender and coalesce, so no sentinel could close it sooner.
+    await stays_true(
+        lambda: host_sigusr1 == [], f"no SIGUSR1 reached the host: {report}", seconds=0.1
+    )
     await assert_responsive(sibling)
     if route != "fcntl_setown_sigio":  # F_SETOWN itself is accepted; no signal ever arrives
         assert report["ok"] is False and report["error"] == "PermissionError", report
@@ -433,11 +443,11 @@ async def test_cannot_kill_a_sibling_worker(
     report = await attacker.worker.call(
         "onSignal", route, target, int(signal.SIGKILL), timeout=CALL_TIMEOUT
     )
-    await asyncio.sleep(0.1)
-    # Evidence: the sibling is alive and serving.
+    # Evidence: the sibling answers after the attack returned. A SIGKILL sent before then
+    # would have ended it before it could run another instruction.
+    await assert_responsive(sibling)
     assert process_exists(target), report
     assert sibling.alive, (sibling.exit_reason, report)
-    await assert_responsive(sibling)
     if route != "fcntl_setown_sigio":
         assert report["ok"] is False and report["error"] == "PermissionError", report
 
@@ -476,9 +486,7 @@ async def test_cannot_read_host_memory_or_environment(
 async def test_signal_oracle_sees_a_benign_self_signal(host_sigusr1: list[int]) -> None:
     """Control for the signal tests: the handler counts a real SIGUSR1 within the wait used."""
     os.kill(os.getpid(), signal.SIGUSR1)
-    deadline = time.monotonic() + 0.2
-    while not host_sigusr1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: bool(host_sigusr1), "the SIGUSR1 is handled", timeout=0.2)
     assert host_sigusr1 == [signal.SIGUSR1]
 
 

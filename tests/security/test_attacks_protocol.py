@@ -16,16 +16,18 @@ import pytest
 
 from autoweave_plugins.errors import PluginCrashed, ProtocolError
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.processes import process_exists
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     LOAD_TIMEOUT,
     PRELUDE,
+    RAW_WRITE,
     assert_responsive,
     host_rss,
     peak_rss,
     reset_peak_rss,
 )
-from tests.workers import process_exists, running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,6 +35,7 @@ MB = 1 << 20
 
 INJECT_CODE = (
     PRELUDE
+    + RAW_WRITE
     + """
 import random
 import socket
@@ -64,20 +67,12 @@ PAYLOADS = {
 
 def inject(route, via_socket):
     data = PAYLOADS[route]()
-    fd = int(sys.argv[1])
     if via_socket:  # the same through a socket object wrapping the RPC fd
-        sock = socket.socket(fileno=os.dup(fd))
+        sock = socket.socket(fileno=os.dup(int(sys.argv[1])))
         sock.setblocking(True)
         sock.sendall(data)
         return len(data)
-    os.set_blocking(fd, True)
-    try:
-        view, sent = memoryview(data), 0
-        while sent < len(data):
-            sent += os.write(fd, view[sent:])
-    finally:
-        os.set_blocking(fd, False)
-    return sent
+    return write_raw(data)
 """
 )
 
@@ -123,11 +118,9 @@ async def test_bad_frames_end_only_that_worker(
     await assert_responsive(sibling)
 
 
-AMPLIFY_CODE = '''
-import os
-import sys
-
-
+AMPLIFY_CODE = (
+    RAW_WRITE
+    + '''
 # Each element's msgpack encoding: an empty map, a 2-character string, a uint16 above the
 # small-int cache. Every one becomes a fresh Python object in the host.
 ELEMENTS = {"maps": b"\\x80", "short_strings": b"\\xa2ab", "uint16s": b"\\xcd\\x10\\x00"}
@@ -143,17 +136,11 @@ def amplify(frames, payload="maps"):
     count = ((8 << 20) - 16) // len(element)
     body = b"\\x94\\x10\\x00\\x14" + b"\\xdd" + count.to_bytes(4, "big") + element * count
     data = len(body).to_bytes(4, "big") + body
-    fd = int(sys.argv[1])
-    os.set_blocking(fd, True)
-    try:
-        for _ in range(frames):
-            view, sent = memoryview(data), 0
-            while sent < len(data):
-                sent += os.write(fd, view[sent:])
-    finally:
-        os.set_blocking(fd, False)
+    for _ in range(frames):
+        write_raw(data)
     return len(data)
 '''
+)
 
 
 async def test_small_frames_cannot_balloon_the_host(

@@ -16,15 +16,18 @@ import pytest
 
 from autoweave_plugins.errors import HookTimeout, PluginCrashed
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.processes import process_exists
+from tests.helpers.waiting import plugin_logged, wait_until
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     LOAD_TIMEOUT,
     PRELUDE,
+    RAW_WRITE,
     assert_responsive,
     host_rss,
     shmem_bytes,
 )
-from tests.workers import process_exists, running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -165,14 +168,17 @@ async def test_memory_bomb_is_contained(
 
 SPIN_CODE = """
 import asyncio
+import autoweave
 
 
 def spin():
+    autoweave.log.warning("spinning")  # leaves at once: the host knows the spin started
     while True:
         pass
 
 
 async def stubborn():
+    autoweave.log.warning("spinning")
     while True:
         try:
             await asyncio.sleep(0)
@@ -183,7 +189,7 @@ async def stubborn():
 
 @pytest.mark.parametrize("hook", ["onSpin", "onStubborn"])
 async def test_cpu_spin_times_out_and_is_killed(
-    plugin_root: Path, sibling: WorkerProcess, hook: str
+    plugin_root: Path, sibling: WorkerProcess, caplog: pytest.LogCaptureFixture, hook: str
 ) -> None:
     plugin = write_plugin(
         plugin_root, "spinner", SPIN_CODE, hooks={"onSpin": "spin", "onStubborn": "stubborn"}
@@ -192,7 +198,7 @@ async def test_cpu_spin_times_out_and_is_killed(
         pid = worker.pid
         assert pid is not None
         spinning = asyncio.ensure_future(worker.call(hook, timeout=0.4, cancel_grace=0.25))
-        await asyncio.sleep(0.1)
+        await plugin_logged(caplog, "spinner", "spinning")
         await assert_responsive(sibling)  # while it spins
         with pytest.raises(HookTimeout):
             await asyncio.wait_for(spinning, 5)
@@ -204,6 +210,7 @@ async def test_cpu_spin_times_out_and_is_killed(
 
 FLOOD_CODE = (
     PRELUDE
+    + RAW_WRITE
     + '''
 import struct
 import autoweave
@@ -226,16 +233,7 @@ def raw_metrics(count, invalid):
     """Bypass the SDK's checks and rate limit: write METRIC frames straight to the socket."""
     frames = [metric_frame(f"raw.metric_{i}", float(i)) for i in range(count)]
     frames += [metric_frame(f"9bad name {i}", 1.0) for i in range(invalid)]
-    data = b"".join(frames)
-    fd = int(sys.argv[1])
-    os.set_blocking(fd, True)
-    try:
-        view, sent = memoryview(data), 0
-        while sent < len(data):
-            sent += os.write(fd, view[sent:])
-    finally:
-        os.set_blocking(fd, False)
-    return sent
+    return write_raw(b"".join(frames))
 
 
 def output(megabytes):
@@ -279,7 +277,7 @@ async def test_raw_metric_frames_cannot_grow_the_host(
     host_before = host_rss()
     async with running(plugin, load_timeout=LOAD_TIMEOUT) as worker:
         flood = asyncio.ensure_future(worker.call("onRaw", 100_000, 1000, timeout=CALL_TIMEOUT))
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: bool(worker.metrics.snapshot()["series"]), "the flood arrives")
         await assert_responsive(sibling)  # while the host digests the flood
         assert await flood > 100_000
         assert worker.alive
@@ -306,7 +304,7 @@ async def test_output_and_log_flood_is_rate_limited(
     started = time.monotonic()
     async with running(plugin, load_timeout=LOAD_TIMEOUT) as worker:
         flood = asyncio.ensure_future(worker.call("onOutput", 10, timeout=CALL_TIMEOUT))
-        await asyncio.sleep(0.05)
+        await plugin_logged(caplog, "log-flooder", "x" * 1023)
         await assert_responsive(sibling)  # while 10 MB of output pours in
         assert await flood == 10
         await asyncio.sleep(0.2)  # let the pipes drain

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.workers import running, write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     LOAD_TIMEOUT,
@@ -22,7 +23,6 @@ from tests.security._support import (
     SIBLING_HOOKS,
     assert_responsive,
 )
-from tests.workers import running, write_plugin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

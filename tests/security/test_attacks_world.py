@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 from autoweave_plugins.sandbox.namespaces import worker_pid
-from tests.security._support import children_of as children
+from tests.helpers.processes import children_of as children
 from tests.security._support import sysv_segment, tcp_counter, udp_counter
 from tests.worlds import (
     CHILD,

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import REPO, MakePlugin
+from tests.helpers.cli import cli
 
 EXAMPLES = REPO / "examples" / "plugins"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    script = shutil.which("autoweave-plugins", path=str(Path(sys.executable).parent))
-    assert script is not None, "console script not installed"
-    return subprocess.run([script, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_examples_are_valid() -> None:

@@ -10,7 +10,7 @@ import pytest
 from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
 from autoweave_plugins.errors import FetchError, PermissionDenied
 from autoweave_plugins.permissions.urls import OutboundPolicy
-from tests.httpserver import local_server
+from tests.helpers.httpserver import local_server
 
 
 class Resolver:

@@ -38,12 +38,18 @@ def test_plugin_imports_are_checked(guard: ImportGuard, tmp_path: Path) -> None:
 
 
 def test_stdlib_and_relative_imports_pass(guard: ImportGuard, tmp_path: Path) -> None:
+    # Control: from the plugin's own code, the same absolute import is refused.
+    with pytest.raises(ImportError, match="may not import 'socket'"):
+        guard.check("socket", plugin_globals(tmp_path), 0)
+    # Each of these raises ImportError if refused.
     guard.check("socket", {"__file__": "/usr/lib/python3.11/asyncio/base_events.py"}, 0)
     guard.check("socket", None, 0)
     guard.check("anything", plugin_globals(tmp_path), 1)
 
 
 def test_a_sibling_folder_is_not_the_plugin(guard: ImportGuard, tmp_path: Path) -> None:
+    with pytest.raises(ImportError, match="may not import 'subprocess'"):  # control: the plugin
+        guard.check("subprocess", plugin_globals(tmp_path), 0)
     sibling = {"__file__": str(tmp_path) + "-evil/main.py"}
     guard.check("subprocess", sibling, 0)  # not plugin code: not this guard's business
 

@@ -71,7 +71,23 @@ def test_default_policy_grants_an_ordinary_manifest() -> None:
         usb={"vendor_ids": ["0x1234"]},
         memory={"max_heap_mb": 256},
     )
-    GrantPolicy().enforce(m)
+    assert refused(GrantPolicy(), m) == []
+    GrantPolicy().enforce(m)  # raises PolicyRefused on any refusal
+    # Control: the same manifest is judged, section by section, by a stricter policy.
+    strict = GrantPolicy(
+        max_heap_mb=128,
+        allow_usb=False,
+        allowed_roots=("/srv",),
+        allow_outbound=False,
+        inbound_ports=(10000, 20000),
+    )
+    assert refused(strict, m) == [
+        "$.permissions.filesystem[0].path",
+        "$.permissions.memory.max_heap_mb",
+        "$.permissions.network.outbound[0]",
+        "$.permissions.network.inbound.port",
+        "$.permissions.usb",
+    ]
 
 
 def test_another_plugins_data_is_refused_naming_the_root_that_would_allow_it() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,15 +13,12 @@ from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.manifest import ManifestCache
 from autoweave_plugins.process import WorkerProcess
+from tests.helpers.plugins import write_plugin_folder
 
 
 def write_plugin(root: Path, name: str, code: str, **manifest: Any) -> DiscoveredPlugin:
     """Create a plugin folder under ``root`` and return it validated."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"name": name, "version": "1.0.0", "entry": "main.py", **manifest}
-    (folder / "autoweave.plugin.json").write_text(json.dumps(doc))
-    (folder / doc["entry"]).write_text(textwrap.dedent(code))
+    folder = write_plugin_folder(root, name, code, **manifest)
     found = check_plugin_folder(str(folder), ManifestCache())
     assert isinstance(found, DiscoveredPlugin), found
     return found
@@ -47,11 +42,3 @@ async def running(
         yield worker
     finally:
         await worker.stop()
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

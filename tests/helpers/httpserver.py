@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from tests.helpers.net import tcp_server
+
 
 @dataclass
 class Seen:
@@ -78,10 +80,5 @@ class LocalServer:
 @asynccontextmanager
 async def local_server() -> AsyncIterator[LocalServer]:
     state = LocalServer()
-    server = await asyncio.start_server(state._handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(state._handle) as state.port:
         yield state
-    finally:
-        server.close()
-        await server.wait_closed()
