@@ -24,6 +24,7 @@ from autoweave_plugins.discovery import DiscoveryProblem, check_plugin_folder, d
 from autoweave_plugins.errors import AutoweaveError, ConfigError, ManifestIssue
 from autoweave_plugins.manager import PluginManager
 from autoweave_plugins.manifest.cache import ManifestCache
+from autoweave_plugins.manifest.issues import printable
 from autoweave_plugins.manifest.model import MANIFEST_FILENAME
 from autoweave_plugins.manifest.requirements import requirement_problem
 from autoweave_plugins.manifest.validate import NAME_RE
@@ -75,16 +76,18 @@ def _reports_for(path: str, cache: ManifestCache) -> list[_Report]:
 def _cmd_validate(args: argparse.Namespace) -> int:
     cache = ManifestCache()
     reports = [report for path in args.paths for report in _reports_for(path, cache)]
+    # File names may hold any bytes (surrogate escapes once decoded): ASCII JSON and escaped
+    # text can be written to any stream, where a lone surrogate would end the command.
     if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False))
+        print(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=True))
     else:
         for report in reports:
             if not report.issues:
-                print(f"ok       {report.path}")
+                print(f"ok       {printable(report.path)}")
                 continue
-            print(f"invalid  {report.path}")
+            print(f"invalid  {printable(report.path)}")
             for issue in report.issues:
-                print(f"  {issue}")
+                print(f"  {printable(str(issue))}")
     return 1 if any(r.issues for r in reports) else 0
 
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoweave_plugins.manifest import SCHEMA_RESOURCE, check_manifest_bytes
-from autoweave_plugins.manifest.parse import _slow_parse
+from autoweave_plugins.manifest.parse import _exact_parse
 from autoweave_plugins.manifest.validate import validate_document
+from autoweave_plugins.permissions.suffixes import is_public_suffix
 
 SCHEMA = json.loads(SCHEMA_RESOURCE.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -66,7 +67,12 @@ permissions = st.fixed_dictionaries(
                 "outbound": st.lists(
                     st.one_of(
                         hosts.map(lambda h: f"https://{h}/*"),
-                        hosts.map(lambda h: f"http://*.{h}:8080/api/*"),
+                        # The Public Suffix List is beyond JSON Schema: only the validator
+                        # refuses '*.us.org' (tests/unit/test_url_limits.py), so the schema
+                        # agreement is judged on wildcards over registrable names.
+                        hosts.filter(lambda h: not is_public_suffix(h)).map(
+                            lambda h: f"http://*.{h}:8080/api/*"
+                        ),
                         st.sampled_from(
                             [
                                 "ftp://a.com/*",
@@ -160,7 +166,7 @@ def test_schema_and_validator_agree(doc: dict[str, Any]) -> None:
 def test_fast_and_exact_paths_agree(doc: dict[str, Any], indent: bool) -> None:
     data = json.dumps(doc, indent=2 if indent else None).encode()
     fast = check_manifest_bytes(data)
-    tree, parse_issues = _slow_parse(data)
+    tree, parse_issues = _exact_parse(data)
     assert parse_issues == ()
     assert validate_document(tree) == fast
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tests.conftest import REPO, MakePlugin
@@ -38,6 +39,36 @@ def test_parse_errors_have_line_and_column_in_json(tmp_path: Path) -> None:
     path.write_text('{\n  "name": "x",\n  oops\n}')
     [report] = json.loads(cli("validate", "--json", str(path)).stdout)
     assert report["errors"][0]["line"] == 3 and report["errors"][0]["column"] == 3
+
+
+def test_unprintable_keys_are_escaped_not_fatal(tmp_path: Path) -> None:
+    """A lone surrogate or a control character in a key once ended validate with
+    UnicodeEncodeError and no JSON at all."""
+    path = tmp_path / "m.json"
+    path.write_bytes(b'{"\\ud800": 1}')
+    run = cli("validate", "--json", str(path))
+    assert run.returncode == 1, run.stderr
+    [report] = json.loads(run.stdout)
+    assert [e["path"] for e in report["errors"]] == ["$['\\ud800']"]
+    path.write_bytes(b'{"name": "a", "version": "1.0.0", "entry": "m.py", "\\ud800\\n\\u0000": 1}')
+    [report] = json.loads(cli("validate", "--json", str(path)).stdout)
+    assert report["errors"][0]["path"] == "$['\\ud800\\n\\x00']"
+    human = cli("validate", str(path))
+    assert human.returncode == 1 and human.stderr == ""
+    assert "$['\\ud800\\n\\x00']: this key contains a lone surrogate" in human.stdout
+
+
+def test_folder_names_that_are_not_utf8(tmp_path: Path, make_plugin: MakePlugin) -> None:
+    root = tmp_path / "plugins"
+    make_plugin("good", folder=os.fsdecode(b"good\xff\n"))
+    make_plugin("Bad", folder=os.fsdecode(b"bad\xfe"))
+    reports = json.loads(cli("validate", "--json", str(root)).stdout)
+    by_folder = {os.fsencode(r["path"]).split(b"/")[-2]: r["ok"] for r in reports}
+    assert by_folder == {b"good\xff\n": True, b"bad\xfe": False}
+    human = cli("validate", str(root))
+    assert human.returncode == 1 and human.stderr == ""
+    assert "bad\\udcfe/autoweave.plugin.json" in human.stdout
+    assert "good\\udcff\\n/autoweave.plugin.json" in human.stdout
 
 
 def test_human_output_lists_paths(tmp_path: Path) -> None:

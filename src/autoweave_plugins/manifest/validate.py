@@ -5,8 +5,8 @@ manifest and cannot say "write '/tmp/x', not '/tmp/x/'" or check URL patterns by
 The published schema (``autoweave.plugin.schema.json``) describes the same rules for editors;
 a test proves the two agree on the conformance corpus and on generated documents.
 
-Every problem is collected, not only the first, each with a JSON path such as
-``$.permissions.filesystem[0].mode``.
+Every problem is collected, not only the first (up to ``MAX_ISSUES``), each with a JSON path
+such as ``$.permissions.filesystem[0].mode`` (``issues`` says how keys and values are shown).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from autoweave_plugins.errors import InvalidURL, ManifestIssue
 from autoweave_plugins.manifest.dependencies import range_problem
+from autoweave_plugins.manifest.issues import MAX_ISSUES, json_type, key_path, shown
 from autoweave_plugins.manifest.model import (
     DEFAULT_MAX_HEAP_MB,
     DEFAULT_MAX_THREADS,
@@ -41,7 +42,7 @@ from autoweave_plugins.permissions.paths import (
 from autoweave_plugins.permissions.urls import URLPattern
 from autoweave_plugins.permissions.usb import USBFilter, normalize_usb_id
 
-__all__ = ["validate_document"]
+__all__ = ["MAX_ISSUES", "validate_document"]
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
 # semver.org's recommended expression, anchored with \Z so a trailing newline never passes.
@@ -58,7 +59,6 @@ ENTRY_RE = re.compile(r"(?:(?!\.{1,2}/)[^/\\\x00]+/)*(?!\.py\Z)[^/\\\x00]+\.py\Z
 KEYWORDS = frozenset(keyword.kwlist)
 VERSION_RANGE_RE = re.compile(r"[0-9A-Za-z.*^~<>=|+!,\- ]{1,128}\Z")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-_PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 
 MAX_TEXT = 4096
 MAX_FILESYSTEM_RULES = 64
@@ -87,33 +87,6 @@ NO_USB = USBFilter()
 NO_PERMISSIONS = Permissions()
 
 
-def key_path(parent: str, key: str) -> str:
-    """JSON path of ``key`` under ``parent``: dotted when plain, bracketed otherwise."""
-    if _PLAIN_KEY.match(key):
-        return f"{parent}.{key}"
-    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
-    return f"{parent}['{escaped}']"
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 class _Validator:
     """Collects issues while building the manifest records."""
 
@@ -125,14 +98,19 @@ class _Validator:
     def fail(self, path: str, message: str) -> None:
         self.issues.append(ManifestIssue(path, message))
 
+    @property
+    def full(self) -> bool:
+        """Enough issues to report; further ones are only counted, without costly hints."""
+        return len(self.issues) >= MAX_ISSUES
+
     def members(self, value: object, path: str, allowed: frozenset[str]) -> dict[str, Any] | None:
         if type(value) is not dict:
-            self.fail(path, f"must be an object, not {_json_type(value)}")
+            self.fail(path, f"must be an object, not {json_type(value)}")
             return None
         if not value.keys() <= allowed:
             for key in value:
                 if key not in allowed:
-                    close = difflib.get_close_matches(key, allowed, n=1)
+                    close = [] if self.full else difflib.get_close_matches(key, allowed, n=1)
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     self.fail(
                         key_path(path, key), f"unknown field; {hint}allowed: {', '.join(allowed)}"
@@ -141,7 +119,7 @@ class _Validator:
 
     def string(self, value: object, path: str, limit: int = MAX_TEXT) -> str | None:
         if type(value) is not str:
-            self.fail(path, f"must be a string, not {_json_type(value)}")
+            self.fail(path, f"must be a string, not {json_type(value)}")
             return None
         if len(value) > limit:
             self.fail(path, f"must be at most {limit} characters (got {len(value)})")
@@ -151,7 +129,7 @@ class _Validator:
     def integer(self, value: object, path: str, bounds: tuple[int, int]) -> int | None:
         low, high = bounds
         if type(value) is not int:
-            self.fail(path, f"must be an integer from {low} to {high}, not {_json_type(value)}")
+            self.fail(path, f"must be an integer from {low} to {high}, not {json_type(value)}")
             return None
         if not low <= value <= high:
             self.fail(path, f"must be from {low} to {high} (got {value})")
@@ -160,7 +138,7 @@ class _Validator:
 
     def array(self, value: object, path: str, limit: int) -> list[Any] | None:
         if type(value) is not list:
-            self.fail(path, f"must be an array, not {_json_type(value)}")
+            self.fail(path, f"must be an array, not {json_type(value)}")
             return None
         if len(value) > limit:
             self.fail(path, f"must have at most {limit} items (got {len(value)})")
@@ -177,7 +155,7 @@ class _Validator:
             self.fail(
                 "$.name",
                 "must be 1-64 lowercase letters, digits or '-', starting with a letter or digit "
-                f"(got {_shown(text)})",
+                f"(got {shown(text)})",
             )
             return None
         return text
@@ -187,7 +165,7 @@ class _Validator:
             return value
         text = self.string(value, "$.version", 256)
         if text is not None and not SEMVER_RE.match(text):
-            self.fail("$.version", f"must be a semantic version like '1.2.3' (got {_shown(text)})")
+            self.fail("$.version", f"must be a semantic version like '1.2.3' (got {shown(text)})")
             return None
         return text
 
@@ -211,7 +189,7 @@ class _Validator:
         elif not text.endswith(".py") or text.rsplit("/", 1)[-1] == ".py":
             problem = "must be a Python file ending in '.py'"
         if problem is not None:
-            self.fail("$.entry", f"{problem} (got {_shown(text)})")
+            self.fail("$.entry", f"{problem} (got {shown(text)})")
             return None
         return text
 
@@ -222,10 +200,10 @@ class _Validator:
         name = self.string(doc["name"], "$.author.name", 256) if "name" in doc else None
         email = self.string(doc["email"], "$.author.email", 256) if "email" in doc else None
         if email is not None and not EMAIL_RE.match(email):
-            self.fail("$.author.email", f"must be an e-mail address (got {_shown(email)})")
+            self.fail("$.author.email", f"must be an e-mail address (got {shown(email)})")
         url = self.string(doc["url"], "$.author.url", 2048) if "url" in doc else None
         if url is not None and not url.startswith(("https://", "http://")):
-            self.fail("$.author.url", f"must be an http(s) URL (got {_shown(url)})")
+            self.fail("$.author.url", f"must be an http(s) URL (got {shown(url)})")
         return Author(name, email, url)
 
     def filesystem(self, value: object) -> tuple[PathRule, ...]:
@@ -256,7 +234,7 @@ class _Validator:
                 path = self.string(doc["path"], f"{at}.path")
                 problem = check_declared_path(path) if path is not None else None
                 if problem is not None:
-                    self.fail(f"{at}.path", f"{problem} (got {_shown(path)})")
+                    self.fail(f"{at}.path", f"{problem} (got {shown(path)})")
                     path = None
                 elif path is not None and path in seen:
                     self.fail(f"{at}.path", f"{path!r} is declared twice")
@@ -268,9 +246,7 @@ class _Validator:
                 if raw in MODES and type(raw) is str:
                     mode = FileMode(raw)
                 else:
-                    self.fail(
-                        f"{at}.mode", f"must be one of {', '.join(MODES)} (got {_shown(raw)})"
-                    )
+                    self.fail(f"{at}.mode", f"must be one of {', '.join(MODES)} (got {shown(raw)})")
             if path is not None and mode is not None:
                 seen.add(path)
                 # check_declared_path already passed, so PathRule cannot raise here.
@@ -288,7 +264,7 @@ class _Validator:
             try:
                 patterns.append(URLPattern.parse(text))
             except InvalidURL as exc:
-                self.fail(at, f"{exc.reason} (got {_shown(text)})")
+                self.fail(at, f"{exc.reason} (got {shown(text)})")
         return tuple(patterns)
 
     def inbound(self, value: object) -> InboundSpec | None:
@@ -303,7 +279,7 @@ class _Validator:
             port = self.integer(doc["port"], f"{at}.port", (MIN_PORT, MAX_PORT))
         interface = doc.get("interface", "localhost")
         if interface not in ("localhost", "all") or type(interface) is not str:
-            self.fail(f"{at}.interface", f"must be 'localhost' or 'all' (got {_shown(interface)})")
+            self.fail(f"{at}.interface", f"must be 'localhost' or 'all' (got {shown(interface)})")
             return None
         if port is None:
             return None
@@ -325,7 +301,7 @@ class _Validator:
             if normal is None:
                 self.fail(
                     f"{at}[{index}]",
-                    f"must be '0x' and 4 hex digits, e.g. '0x1a2b' (got {_shown(raw)})",
+                    f"must be '0x' and 4 hex digits, e.g. '0x1a2b' (got {shown(raw)})",
                 )
             else:
                 ids.add(normal)
@@ -402,10 +378,10 @@ class _Validator:
             if not HOOK_RE.match(hook):
                 self.fail(
                     at,
-                    f"hook names are 'on' and a capitalised word, like 'onLoad' (got {_shown(hook)})",
+                    f"hook names are 'on' and a capitalised word, like 'onLoad' (got {shown(hook)})",
                 )
             elif type(target) is not str:
-                self.fail(at, f"must name a function as a string, not {_json_type(target)}")
+                self.fail(at, f"must name a function as a string, not {json_type(target)}")
             elif (
                 not HOOK_TARGET_RE.match(target)
                 or keyword.iskeyword(target)
@@ -413,13 +389,13 @@ class _Validator:
             ):
                 self.fail(
                     at,
-                    f"must be the name of a function in the entry module, like 'initialize' (got {_shown(target)})",
+                    f"must be the name of a function in the entry module, like 'initialize' (got {shown(target)})",
                 )
         return doc
 
     def mapping(self, value: object, path: str) -> dict[str, Any] | None:
         if type(value) is not dict:
-            self.fail(path, f"must be an object, not {_json_type(value)}")
+            self.fail(path, f"must be an object, not {json_type(value)}")
             return None
         return value
 
@@ -435,11 +411,11 @@ class _Validator:
             if not NAME_RE.match(dep):
                 self.fail(at, "dependency keys are plugin names: lowercase letters, digits and '-'")
             elif type(spec) is not str or not VERSION_RANGE_RE.match(spec):
-                self.fail(at, f"must be a version range string like '^1.2.0' (got {_shown(spec)})")
+                self.fail(at, f"must be a version range string like '^1.2.0' (got {shown(spec)})")
             else:
                 problem = range_problem(spec)
                 if problem is not None:
-                    self.fail(at, f"is not a version range: {problem} (got {_shown(spec)})")
+                    self.fail(at, f"is not a version range: {problem} (got {shown(spec)})")
         return doc
 
     def requirements(self, value: object) -> tuple[str, ...]:
@@ -450,7 +426,7 @@ class _Validator:
             text = self.string(item, at, MAX_REQUIREMENT_LENGTH)
             problem = requirement_problem(text) if text is not None else None
             if problem is not None:
-                self.fail(at, f"{problem} (got {_shown(text)})")
+                self.fail(at, f"{problem} (got {shown(text)})")
             elif text is not None:
                 valid.append(text)
         return tuple(valid)
@@ -461,7 +437,7 @@ def validate_document(doc: object) -> tuple[Manifest | None, tuple[ManifestIssue
     v = _Validator()
     if type(doc) is not dict:
         return None, (
-            ManifestIssue("$", f"the manifest must be a JSON object, not {_json_type(doc)}"),
+            ManifestIssue("$", f"the manifest must be a JSON object, not {json_type(doc)}"),
         )
     if len(doc) > len(TOP_KEYS) or any(k not in TOP_KEYS for k in doc):
         v.members(doc, "$", TOP_KEYS)

@@ -11,7 +11,9 @@ brokered HTTP and differ on purpose from every URL parser we could reuse (DESIGN
 * ``*.example.com`` matches ``example.com`` and its subdomains at a label boundary, never
   ``evilexample.com``, and no wildcard ever matches an IP literal;
 * the path (with its query) is matched as a glob after percent-escapes are normalised and dot
-  segments removed, so ``/v1/%2e%2e/admin`` cannot pass for ``/v1/*``.
+  segments removed, so ``/v1/%2e%2e/admin`` cannot pass for ``/v1/*``; matching is linear in the
+  URL (``globs``), since it runs on the host's event loop on URLs a plugin chose;
+* ``*.d`` is refused when ``d`` is a public suffix (``*.co.uk``, ``*.github.io``: ``suffixes``).
 
 What is matched is exactly what the broker sends: ``CanonicalURL.url``.
 """
@@ -23,32 +25,32 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-import idna
-
 from autoweave_plugins.errors import InvalidURL
+from autoweave_plugins.permissions.globs import MAX_GLOB_STARS, glob_matches, split_glob
+from autoweave_plugins.permissions.hosts import IPAddress, canonical_host
+from autoweave_plugins.permissions.suffixes import is_public_suffix
 
 __all__ = [
+    "MAX_PATTERN_LENGTH",
+    "MAX_URL_LENGTH",
     "CanonicalURL",
     "OutboundPolicy",
     "URLDecision",
     "URLPattern",
     "canonicalize_url",
     "is_public_address",
+    "is_public_suffix_wildcard",
 ]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 8192
+MAX_PATTERN_LENGTH = 2048
 
 _URL_SHAPE = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)"
     r"(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?",
     re.DOTALL,
 )
-_ASCII_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_DECIMAL = re.compile(r"[0-9]+")
-_HEX = re.compile(r"0[xX][0-9A-Fa-f]*")
 _PORT = re.compile(r"[0-9]{1,5}")
 _PERCENT = re.compile(r"%(?P<hex>[0-9A-Fa-f]{2})?")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -57,87 +59,14 @@ _PATH_SAFE = frozenset(_UNRESERVED | set("!$&'()*+,;=:@/"))
 _QUERY_SAFE = frozenset(_PATH_SAFE | {"?"})
 
 
-def _refuse_bad_characters(text: str, what: str) -> None:
-    if len(text) > MAX_URL_LENGTH:
-        raise InvalidURL(text[:64] + "…", f"{what} is longer than {MAX_URL_LENGTH} characters")
+def _refuse_bad_characters(text: str, what: str, limit: int = MAX_URL_LENGTH) -> None:
+    if len(text) > limit:
+        raise InvalidURL(text[:64] + "…", f"{what} is longer than {limit} characters")
     for ch in text:
         if ch == "\\":
             raise InvalidURL(text, f"{what} contains a backslash")
         if ch <= " " or ch == "\x7f" or ch.isspace() or ("\x80" <= ch <= "\x9f"):
             raise InvalidURL(text, f"{what} contains whitespace or a control character")
-
-
-def _ipv4_part(part: str) -> int | None:
-    if _HEX.fullmatch(part):
-        return int(part[2:] or "0", 16)
-    if len(part) > 1 and part.startswith("0"):
-        return int(part, 8) if all(c in "01234567" for c in part) else None
-    if _DECIMAL.fullmatch(part):
-        return int(part)
-    return None
-
-
-def _parse_legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
-    """Read ``host`` as the WHATWG URL standard reads an IPv4 host, or None if it is a name.
-
-    A host "ends in a number" when its last label is decimal or hex; such a host is an address
-    (or invalid), never a domain name. This is what makes ``0x7f.1`` mean 127.0.0.1.
-    """
-    labels = host.split(".")
-    last = labels[-1]
-    if not (_DECIMAL.fullmatch(last) or _HEX.fullmatch(last)):
-        return None
-    if len(labels) > 4:
-        raise InvalidURL(host, "host looks like an IPv4 address but has more than four parts")
-    numbers = [_ipv4_part(p) for p in labels]
-    if any(n is None for n in numbers):
-        raise InvalidURL(host, "host looks like an IPv4 address but a part is not a number")
-    values = [n for n in numbers if n is not None]
-    if any(n > 255 for n in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
-        raise InvalidURL(host, "host looks like an IPv4 address but is out of range")
-    address = values[-1]
-    for i, n in enumerate(values[:-1]):
-        address += n << (8 * (3 - i))
-    return ipaddress.IPv4Address(address)
-
-
-def _canonical_host(host: str, source: str) -> tuple[str, IPAddress | None]:
-    """Return the canonical host text and, if it is an IP literal, its address."""
-    if not host:
-        raise InvalidURL(source, "has no host")
-    if "%" in host:
-        raise InvalidURL(source, "percent-encoded hosts are refused")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise InvalidURL(source, "unterminated IPv6 literal")
-        try:
-            v6 = ipaddress.IPv6Address(host[1:-1])
-        except ValueError as exc:
-            raise InvalidURL(source, f"bad IPv6 literal: {exc}") from None
-        return f"[{v6.compressed}]", v6
-    if host.isascii():
-        name = host.lower()
-    else:
-        try:
-            name = idna.encode(host, uts46=True, transitional=False).decode("ascii")
-        except (idna.IDNAError, UnicodeError) as exc:
-            raise InvalidURL(source, f"host is not a valid internationalised name: {exc}") from None
-    if name.endswith("."):
-        name = name[:-1]
-    if not name or len(name) > 253:
-        raise InvalidURL(source, "host name is empty or longer than 253 characters")
-    v4 = _parse_legacy_ipv4(name)
-    if v4 is not None:
-        return str(v4), v4
-    for label in name.split("."):
-        if not _ASCII_LABEL.fullmatch(label):
-            raise InvalidURL(source, f"host label {label!r} is not a valid DNS label")
-        if label.startswith("xn--"):
-            try:
-                idna.decode(label)
-            except (idna.IDNAError, UnicodeError) as exc:
-                raise InvalidURL(source, f"host label {label!r} is bad punycode: {exc}") from None
-    return name, None
 
 
 def _normalise_escapes(text: str, safe: frozenset[str], source: str) -> str:
@@ -232,10 +161,10 @@ def _split_authority(authority: str, source: str) -> tuple[str, str | None]:
     return host, (port if colon else None)
 
 
-def _split(url: str, what: str) -> re.Match[str]:
+def _split(url: str, what: str, limit: int = MAX_URL_LENGTH) -> re.Match[str]:
     if not isinstance(url, str):
         raise InvalidURL(repr(url), f"{what} must be a string")
-    _refuse_bad_characters(url, what)
+    _refuse_bad_characters(url, what, limit)
     m = _URL_SHAPE.fullmatch(url)
     if m is None:
         raise InvalidURL(url, f"{what} must look like 'https://host/path'")
@@ -250,7 +179,7 @@ def canonicalize_url(url: str) -> CanonicalURL:
     m = _split(url, "URL")
     scheme = m.group("scheme").lower()
     host_text, port_text = _split_authority(m.group("authority"), url)
-    host, address = _canonical_host(host_text, url)
+    host, address = canonical_host(host_text, url)
     if port_text is None:
         port = DEFAULT_PORTS[scheme]
     elif _PORT.fullmatch(port_text) and 0 < int(port_text) < 65536:
@@ -306,13 +235,13 @@ class URLPattern:
     subdomains: bool  # '*.' prefix: the host and every subdomain
     address: IPAddress | None  # the pattern names this IP literal
     port: int | None  # None: any port (':*')
-    path: re.Pattern[str]
+    path_glob: tuple[str, ...]  # literal parts of the path-and-query glob around each '*'
 
     @staticmethod
     @functools.lru_cache(maxsize=4096)
     def parse(text: str) -> URLPattern:
         """Parse a pattern or raise ``InvalidURL`` saying what is wrong with it."""
-        m = _split(text, "URL pattern")
+        m = _split(text, "URL pattern", MAX_PATTERN_LENGTH)
         if m.group("fragment") is not None:
             raise InvalidURL(text, "a URL pattern must not contain a fragment ('#')")
         scheme = m.group("scheme").lower()
@@ -330,11 +259,15 @@ class URLPattern:
                 raise InvalidURL(
                     text, "'*' is allowed only as the whole first label: '*.example.com'"
                 )
-            host, address = _canonical_host(host_text, text)
+            host, address = canonical_host(host_text, text)
             if subdomains and address is not None:
                 raise InvalidURL(text, "a wildcard never matches IP addresses; name the IP exactly")
-            if subdomains and "." not in host:
-                raise InvalidURL(text, "a wildcard must cover a domain, e.g. '*.example.com'")
+            if subdomains and is_public_suffix(host):
+                raise InvalidURL(
+                    text,
+                    f"{host!r} is a public suffix, so '*.{host}' would match sites of unrelated "
+                    "owners; a wildcard must cover one registered domain, e.g. '*.example.com'",
+                )
         if port_text is None:
             port: int | None = DEFAULT_PORTS[scheme]
         elif port_text == "*":
@@ -351,10 +284,12 @@ class URLPattern:
         literal = _normalise_escapes(raw_path, _QUERY_SAFE, text)
         if any(seg in (".", "..") for seg in literal.split("?", 1)[0].split("/")):
             raise InvalidURL(text, "a URL pattern path must not contain '.' or '..' segments")
-        regex = ".*".join(re.escape(part) for part in literal.split("*"))
-        return URLPattern(
-            text, scheme, host, subdomains, address, port, re.compile(regex, re.DOTALL)
-        )
+        glob = split_glob(literal)
+        if len(glob) - 1 > MAX_GLOB_STARS:
+            raise InvalidURL(
+                text, f"the path has {len(glob) - 1} '*' wildcards; at most {MAX_GLOB_STARS}"
+            )
+        return URLPattern(text, scheme, host, subdomains, address, port, glob)
 
     def matches(self, url: CanonicalURL) -> bool:
         if url.scheme != self.scheme or (self.port is not None and url.port != self.port):
@@ -370,7 +305,7 @@ class URLPattern:
                     return False
             elif url.host != self.host:
                 return False
-        return self.path.fullmatch(url.target) is not None
+        return glob_matches(self.path_glob, url.target)
 
     def permits_address(self, address: IPAddress) -> bool:
         """May a connection for this pattern go to ``address`` (the resolved, pinned IP)?
@@ -383,6 +318,12 @@ class URLPattern:
         if self.address is not None:
             return address == self.address
         return self.host == "localhost" and address.is_loopback
+
+
+def is_public_suffix_wildcard(pattern: URLPattern) -> bool:
+    """Is ``pattern`` a wildcard over a public suffix (``*.co.uk``)? ``URLPattern.parse`` refuses
+    these, so only a pattern built another way can be one; a policy may check it again."""
+    return pattern.subdomains and pattern.host is not None and is_public_suffix(pattern.host)
 
 
 @dataclass(frozen=True, slots=True)
