@@ -25,14 +25,14 @@ import httpx
 
 from autoweave_plugins.broker.inbound import bind_inbound, close_all
 from autoweave_plugins.discovery import DiscoveredPlugin
-from autoweave_plugins.errors import AutoweaveError, LoadError
+from autoweave_plugins.errors import AutoweaveError, EntryError, LoadError, PluginFailed
 from autoweave_plugins.events import EventBus
 from autoweave_plugins.metrics import ManagerMetrics
 from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.registry import PluginRecord, PluginState, Registry
-from autoweave_plugins.rpc import ServeLimits, WorkerSpec
+from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits, WorkerSpec
 from autoweave_plugins.scheduler import LoadScheduler
 from autoweave_plugins.settings import LimitsConfig, ManagerConfig, Priority
 
@@ -51,6 +51,7 @@ def build_spec(
     extra_imports: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
     serve_limits: ServeLimits | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
 ) -> WorkerSpec:
     """The ASSIGN payload for a discovered, validated plugin."""
     manifest = plugin.manifest
@@ -67,6 +68,7 @@ def build_spec(
         strict=strict,
         extra_imports=list(extra_imports),
         serve_limits=(serve_limits or ServeLimits()).to_wire(),
+        max_frame=max_frame,
     )
 
 
@@ -158,6 +160,8 @@ class Loader:
         record = self.registry.get(name)
         if record is None:
             raise LoadError("removed while queued", name)
+        if record.breaker.open:  # it opened while this load was queued
+            raise PluginFailed("its circuit breaker is open; reload it", name)
         record.move_to(PluginState.LOADING)
         started = time.monotonic()
         plugin = record.plugin
@@ -172,6 +176,12 @@ class Loader:
             raise LoadError(
                 "superseded while loading (reloaded, removed, or the manager stopped)", name
             )
+        if record.breaker.open:
+            # Another worker's crash opened the breaker meanwhile: the plugin stays failed
+            # (attaching this one would show it idle while every call is refused).
+            await self.retire(worker, ExitReason.IDLE)
+            record.move_to(PluginState.IDLE if record.assignments else PluginState.FAILED)
+            raise PluginFailed("its circuit breaker opened while it was loading; reload it", name)
         self.attach(record, worker)
         record.loaded_at = time.time()
         record.move_to(PluginState.IDLE)
@@ -227,6 +237,7 @@ class Loader:
             extra_imports=self.config.worker_pool.extra_imports,
             config=dict(self.config.plugin_config.get(plugin.name, {})),
             serve_limits=self.config.limits.serve,
+            max_frame=self.config.limits.max_frame,
         )
         try:
             await worker.assign(
@@ -236,9 +247,10 @@ class Loader:
                 fetch_limits=self.config.limits.fetch,
                 inbound=listeners,
             )
-        except BaseException:
+        except BaseException as exc:
             if worker.alive:
-                worker.kill(ExitReason.CRASHED)
+                failed = isinstance(exc, EntryError)
+                worker.kill(ExitReason.LOAD_FAILED if failed else ExitReason.CRASHED)
             raise
         return worker
 
@@ -247,9 +259,12 @@ class Loader:
         record.attach(worker)
         worker.on_exit.append(lambda w, reason, code: self.on_worker_exit(record, w, reason))
 
-    def report_error(self, record: PluginRecord, error: AutoweaveError, **data: Any) -> None:
-        """Keep the error in the plugin's recent errors, count it, and emit plugin:error."""
-        record.record_error(error)
+    def report_error(
+        self, record: PluginRecord, error: AutoweaveError, context: str = "", **data: Any
+    ) -> None:
+        """Keep the error in the plugin's recent errors (with what it means for the plugin,
+        ``context``), count it, and emit plugin:error."""
+        record.record_error(error, context)
         self.metrics.errors.labels(record.name, type(error).__name__).inc()
         self.bus.emit("plugin:error", record.view(), error=error, **data)
 

@@ -31,6 +31,7 @@ from autoweave_plugins.errors import (
     PluginCrashed,
     PluginFailed,
     UnknownHook,
+    UnsendableValue,
 )
 from autoweave_plugins.events import Event, EventBus, Listener
 from autoweave_plugins.loader import Loader, spawner
@@ -209,6 +210,8 @@ class PluginManager:
                 cancel_grace=self.config.limits.cancel_grace,
                 **kwargs,
             )
+        except UnsendableValue:
+            raise  # the host refused the arguments before sending: not the plugin's error
         except AutoweaveError as exc:
             self.loader.report_error(record, exc, hook=hook)
             raise
@@ -284,6 +287,7 @@ class PluginManager:
             self.pool,
             self.scheduler,
             self.cache.stats(),
+            rejected=len(self.records.rejected),
         )
 
     def get_plugin_metadata(self, name: str) -> PluginMetadata:

@@ -3,7 +3,9 @@
 A load request for a plugin that is already queued or loading returns the same future, so a
 burst of calls to a dormant plugin starts one load. Queued loads start in priority order
 (CRITICAL first), then first-come. A failed load is retried with the restart backoff unless the
-error is permanent: an invalid manifest, a policy refusal, a strict-mode sandbox refusal.
+error is permanent: an invalid manifest, a policy refusal, a strict-mode sandbox refusal, or
+the plugin's own code failing to load (``EntryError``: a SyntaxError, a missing hook function,
+an exception in onLoad), which would fail the same way again, or an open breaker.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Generic, TypeVar
 
 from autoweave_plugins.errors import (
     AutoweaveError,
+    EntryError,
     LoadError,
     LoadTimeout,
     ManifestError,
+    PluginFailed,
     PolicyRefused,
     SandboxUnavailable,
 )
@@ -34,7 +38,7 @@ __all__ = ["PERMANENT_ERRORS", "LoadScheduler"]
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS = (ManifestError, PolicyRefused, SandboxUnavailable)
+PERMANENT_ERRORS = (ManifestError, PolicyRefused, SandboxUnavailable, EntryError, PluginFailed)
 
 Key = TypeVar("Key")
 

@@ -140,8 +140,10 @@ class WatcherConfig:
     """Quiet period: a burst of changes is handled once, this long after it settles."""
     max_depth: int = 2
     """How deep below the plugin directory plugins (and their files) are looked for."""
-    manifest_only: bool = True
-    """Only a changed manifest reloads a plugin; False: any changed file does."""
+    manifest_only: bool = False
+    """False (the default): a plugin reloads when any file in its folder changes in content
+    (code edits reload, as with ``uvicorn --reload``). True: only a changed manifest reloads
+    it, and only manifests are watched (fewer inotify watches on large folders)."""
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     """File and folder names (fnmatch patterns) never watched nor fingerprinted."""
 

@@ -79,7 +79,8 @@ class WorkerCounts(TypedDict):
     created: int
     spawn_failures: int
     terminated: dict[str, int]
-    """Ended workers by reason (idle, crashed, unhealthy, memory, timeout, shutdown, reload)."""
+    """Ended workers by reason (idle, crashed, unhealthy, memory, timeout, shutdown, reload,
+    load_failed)."""
 
 
 class LoaderCounts(TypedDict):
@@ -100,7 +101,8 @@ class CacheCounts(TypedDict):
 
 class ManagerStats(TypedDict):
     plugins: dict[str, int]
-    """Plugins by state; every state is present, most with 0."""
+    """Plugins by state; every state is present, most with 0, and ``invalid``: folders found
+    but rejected (an invalid manifest, a missing entry, a duplicate name)."""
     workers: WorkerCounts
     loader: LoaderCounts
     cache: CacheCounts
@@ -270,9 +272,13 @@ def manager_stats(
     pool: _Pool,
     scheduler: _Scheduler,
     cache: _Cache,
+    *,
+    rejected: int = 0,
 ) -> ManagerStats:
-    """Counts over every record (``states`` lists them all, so absent ones show 0)."""
+    """Counts over every record (``states`` lists them all, so absent ones show 0), plus
+    ``invalid``: the folders found but rejected, which have no record."""
     plugins = dict.fromkeys(states, 0)
+    plugins["invalid"] = rejected
     assigned = busy = 0
     for record in records:
         plugins[record.state] += 1

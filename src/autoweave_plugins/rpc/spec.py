@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoweave_plugins.errors import ProtocolError
+from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME
 
 __all__ = ["WorkerSpec"]
 
@@ -28,6 +29,8 @@ class WorkerSpec:
     max_open_files: int = 256
     metrics_per_second: float = 200.0
     serve_limits: dict[str, Any] = field(default_factory=dict)  # worker.http.ServeLimits.to_wire()
+    max_frame: int = DEFAULT_MAX_FRAME
+    """The host's ``limits.max_frame``: the largest frame either side sends or reads."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
