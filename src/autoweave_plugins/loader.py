@@ -231,6 +231,7 @@ class Loader:
         self, plugin: DiscoveredPlugin, deadline: float, listeners: list[socket.socket]
     ) -> WorkerProcess:
         worker = await self.pool.acquire(deadline)
+        worker.requests.on_refused = functools.partial(self._refused, plugin.name)
         spec = build_spec(
             plugin,
             strict=self.config.strict,
@@ -267,6 +268,12 @@ class Loader:
         record.record_error(error, context)
         self.metrics.errors.labels(record.name, type(error).__name__).inc()
         self.bus.emit("plugin:error", record.view(), error=error, **data)
+
+    def _refused(self, name: str, error: AutoweaveError) -> None:
+        """A brokered request of the plugin was refused: an event for the operator, not an
+        error of the plugin's (it was told, and may well expect it)."""
+        record = self.registry.get(name)
+        self.bus.emit("plugin:error", record.view() if record else None, error=error, refused=True)
 
     # --- unloading -----------------------------------------------------------------------
 

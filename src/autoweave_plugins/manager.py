@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from autoweave_plugins.broadcast import BroadcastResult, fan_out
-from autoweave_plugins.config import from_mapping
+from autoweave_plugins.config import collecting, from_mapping
 from autoweave_plugins.errors import (
     AutoweaveError,
     LoadError,
@@ -92,21 +92,22 @@ class PluginManager:
         plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         base = config or ManagerConfig()
-        self.config = ManagerConfig(
-            plugin_directory=Path(plugin_directory)
-            if plugin_directory is not None
-            else base.plugin_directory,
-            worker_pool=from_mapping(
-                WorkerPoolConfig, worker_pool or base.worker_pool, "worker_pool"
-            ),
-            loader=from_mapping(LoaderConfig, loader or base.loader, "loader"),
-            watcher=from_mapping(WatcherConfig, watcher or base.watcher, "watcher"),
-            policy=from_mapping(GrantPolicy, policy or base.policy, "policy"),
-            limits=from_mapping(LimitsConfig, limits or base.limits, "limits"),
-            strict=base.strict if strict is None else strict,
-            plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
-            broadcast_concurrency=base.broadcast_concurrency,
-        )
+        with collecting():  # bad keys in several sections: one error naming every one
+            self.config = ManagerConfig(
+                plugin_directory=Path(plugin_directory)
+                if plugin_directory is not None
+                else base.plugin_directory,
+                worker_pool=from_mapping(
+                    WorkerPoolConfig, worker_pool or base.worker_pool, "worker_pool"
+                ),
+                loader=from_mapping(LoaderConfig, loader or base.loader, "loader"),
+                watcher=from_mapping(WatcherConfig, watcher or base.watcher, "watcher"),
+                policy=from_mapping(GrantPolicy, policy or base.policy, "policy"),
+                limits=from_mapping(LimitsConfig, limits or base.limits, "limits"),
+                strict=base.strict if strict is None else strict,
+                plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
+                broadcast_concurrency=base.broadcast_concurrency,
+            )
         self.cache = ManifestCache()
         self.bus = EventBus()
         self.records = Registry()

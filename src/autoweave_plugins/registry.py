@@ -135,6 +135,8 @@ class PluginRecord:
     """Content hash per file of the version serving (``watcher.folder_files``)."""
     last_error: RecordedError | None = None
     """The latest error, until a new version is adopted (a successful reload clears it)."""
+    error_count: int = 0
+    """Errors recorded in all (``errors`` keeps only the recent ones)."""
     inbound: list[socket.socket] = field(default_factory=list)
     inbound_spec: InboundSpec | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -173,6 +175,7 @@ class PluginRecord:
         recorded = RecordedError(time.time(), type(error).__name__, str(error), context)
         self.errors.append(recorded)
         self.last_error = recorded
+        self.error_count += 1
 
     def attach(self, worker: WorkerProcess) -> Assignment:
         now = time.monotonic()
