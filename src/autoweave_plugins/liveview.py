@@ -31,6 +31,8 @@ from autoweave_plugins.status import HostStatus
 __all__ = ["COLUMNS", "live_view", "log_above", "render"]
 
 GAP = 1
+ERROR_ROOM = 36
+"""Cells the last error gets before any other column than the name and state."""
 MIN_EVENTS = 3
 STATE_STYLE = {
     "active": "green",
@@ -71,9 +73,10 @@ COLUMNS = (
 
 
 def _fit(text: str, width: int) -> str:
-    """``text`` in exactly ``width`` cells, cut with an ellipsis if too long."""
+    """``text`` on one line, in exactly ``width`` cells, cut with an ellipsis if too long."""
     if width <= 0:
         return ""
+    text = " ".join(text.split()) if "\n" in text or "\t" in text or "\r" in text else text
     if cell_len(text) > width:
         return set_cell_size(text, width - 1) + "…"
     return set_cell_size(text, width)
@@ -114,28 +117,42 @@ def _cells(status: HostStatus) -> list[dict[str, str]]:
 
 
 def _layout(rows: list[dict[str, str]], width: int) -> list[tuple[Column, int, str]]:
-    """The columns that fit ``width``: (column, its width, its header)."""
+    """The columns that fit ``width``: (column, its width, its header). Errors come first:
+    other columns are abbreviated, then dropped, until the last error has ``ERROR_ROOM``
+    cells (or all it needs); only if that cannot be had does it settle for its minimum."""
+    needed = max([0, *(cell_len(r["last_error"]) for r in rows)])
+    for room in (min(ERROR_ROOM, needed), COLUMNS[-1].minimum):
+        found = _try_layout(rows, width, max(room, COLUMNS[-1].minimum))
+        if found is not None:
+            return found
+    name = COLUMNS[0]
+    return [(name, max(1, width), name.header)]
+
+
+def _try_layout(
+    rows: list[dict[str, str]], width: int, room: int
+) -> list[tuple[Column, int, str]] | None:
     for short in (False, True):
         columns = sorted(COLUMNS, key=lambda c: c.priority)
         while columns:
             sized = []
             for column in columns:
                 header = column.short if short else column.header
-                natural = max([cell_len(header), *(cell_len(r[column.key]) for r in rows)])
-                sized.append((column, min(column.maximum, max(column.minimum, natural)), header))
+                natural = max([column.minimum, *(cell_len(r[column.key]) for r in rows)])
+                size = max(cell_len(header), min(column.maximum, natural))  # headers stay whole
+                sized.append((column, size, header))
             fixed = [(c, w, h) for c, w, h in sized if c.key != "last_error"]
             used = sum(w for _, w, _ in fixed) + GAP * (len(sized) - 1)
-            flexible = next((s for s in sized if s[0].key == "last_error"), None)
+            flexible = next(s for s in sized if s[0].key == "last_error")
             spare = width - used
-            if flexible is None and spare >= 0:
-                return _ordered(fixed)
-            if flexible is not None and spare >= flexible[0].minimum:
+            if spare >= room:
                 return _ordered([*fixed, (flexible[0], spare, flexible[2])])
             if not short and len(columns) == len(COLUMNS):
                 break  # abbreviate the headers before dropping anything
+            if columns[-1].key == "last_error":
+                break  # never dropped here: the caller asks again for less room
             columns = columns[:-1]
-    name = COLUMNS[0]
-    return [(name, max(1, width), name.header)]
+    return None
 
 
 def _ordered(sized: list[tuple[Column, int, str]]) -> list[tuple[Column, int, str]]:

@@ -67,15 +67,23 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self.stats()
         snapshots = list(self.plugins())
-        plugins = GaugeMetricFamily("autoweave_plugins_plugins", "Plugins by state (invalid: rejected folders)", labels=["state"])
+        plugins = GaugeMetricFamily(
+            "autoweave_plugins_plugins",
+            "Plugins by state (invalid: rejected folders)",
+            labels=["state"],
+        )
         for state, count in stats["plugins"].items():
             plugins.add_metric([state], count)
         yield plugins
-        workers = GaugeMetricFamily("autoweave_plugins_workers", "Worker processes", labels=["kind"])
+        workers = GaugeMetricFamily(
+            "autoweave_plugins_workers", "Worker processes", labels=["kind"]
+        )
         for kind in ("live", "spare", "assigned", "busy"):
             workers.add_metric([kind], stats["workers"][kind])
         yield workers
-        created = CounterMetricFamily("autoweave_plugins_workers_created", "Worker processes started")
+        created = CounterMetricFamily(
+            "autoweave_plugins_workers_created", "Worker processes started"
+        )
         created.add_metric([], stats["workers"]["created"])
         yield created
         terminated = CounterMetricFamily(
@@ -111,7 +119,9 @@ class _StateCollector(Collector):
         yield rss
         cache = stats["cache"]
         for key in ("hits", "misses", "evictions"):
-            family = CounterMetricFamily(f"autoweave_plugins_manifest_cache_{key}", f"Manifest cache {key}")
+            family = CounterMetricFamily(
+                f"autoweave_plugins_manifest_cache_{key}", f"Manifest cache {key}"
+            )
             family.add_metric([], cache[key])
             yield family
         size = GaugeMetricFamily("autoweave_plugins_manifest_cache_size", "Manifests in the cache")
@@ -121,7 +131,9 @@ class _StateCollector(Collector):
 
     @staticmethod
     def _plugin_metrics(snapshots: list[PluginSnapshot]) -> Iterator[Metric]:
-        last = Metric("autoweave_plugins_plugin_metric", "Last value of a plugin's own metric", "gauge")
+        last = Metric(
+            "autoweave_plugins_plugin_metric", "Last value of a plugin's own metric", "gauge"
+        )
         total = Metric(
             "autoweave_plugins_plugin_metric_sum", "Sum of a plugin's own metric samples", "counter"
         )
@@ -143,7 +155,9 @@ class _StateCollector(Collector):
                     labels = {f"label_{k}": v for k, v in series["labels"].items()}
                     labels.update(plugin=name, pid=str(worker["pid"]), metric=series["name"])
                     last.add_sample("autoweave_plugins_plugin_metric", labels, series["last"])
-                    total.add_sample("autoweave_plugins_plugin_metric_sum_total", labels, series["total"])
+                    total.add_sample(
+                        "autoweave_plugins_plugin_metric_sum_total", labels, series["total"]
+                    )
                     exported += 1
         yield last
         yield total

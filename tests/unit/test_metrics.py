@@ -67,8 +67,13 @@ def test_state_is_read_from_the_callables_at_scrape_time() -> None:
     assert 'autoweave_plugins_restarts_total{plugin="alpha"} 2.0' in text
     assert 'autoweave_plugins_worker_rss_bytes{pid="4242",plugin="alpha"} 5.24288e+06' in text
     assert "autoweave_plugins_manifest_cache_hits_total 9.0" in text
-    assert 'autoweave_plugins_plugin_metric_dropped_total{plugin="alpha",reason="series"} 4.0' in text
-    assert 'autoweave_plugins_plugin_metric{label_k="v",metric="m0",pid="4242",plugin="alpha"} 1.5' in text
+    assert (
+        'autoweave_plugins_plugin_metric_dropped_total{plugin="alpha",reason="series"} 4.0' in text
+    )
+    assert (
+        'autoweave_plugins_plugin_metric{label_k="v",metric="m0",pid="4242",plugin="alpha"} 1.5'
+        in text
+    )
 
 
 def test_observed_durations() -> None:
