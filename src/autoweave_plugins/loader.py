@@ -160,7 +160,8 @@ class Loader:
         record = self.registry.get(name)
         if record is None:
             raise LoadError("removed while queued", name)
-        if record.breaker.open:  # it opened while this load was queued
+        if record.breaker.open:  # it opened while this load was queued: it stays failed
+            record.move_to(PluginState.IDLE if record.assignments else PluginState.FAILED)
             raise PluginFailed("its circuit breaker is open; reload it", name)
         record.move_to(PluginState.LOADING)
         started = time.monotonic()
