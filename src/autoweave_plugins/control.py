@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 from collections import deque
@@ -60,6 +61,8 @@ READ_TIMEOUT = 10.0
 """Seconds a client has to send its request line."""
 WRITE_TIMEOUT = 10.0
 """Seconds a client has to take each reply line."""
+DISCARD_TIMEOUT = 1.0
+"""Seconds spent reading what a refused client still sends, before answering it."""
 FOLLOW_BACKLOG = 1024
 """Events queued for one ``events --follow`` client that is slow to read."""
 COMMANDS = ("call", "load", "unload", "reload", "status", "events", "usb")
@@ -94,6 +97,21 @@ def _field(message: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> 
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ControlError(f"{key!r} must be {names}")
     return value
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    """Read what the client is still sending (bounded), so that closing the connection does
+    not reset it before it reads our answer (a unix socket closed with unread data does)."""
+
+    async def drain() -> None:
+        left = MAX_REQUEST
+        while left > 0 and (chunk := await reader.read(min(left, 1 << 16))):
+            left -= len(chunk)
+            if chunk.endswith(b"\n"):  # the end of what a client sends: one request line
+                return
+
+    with contextlib.suppress(TimeoutError, ConnectionError, ValueError):
+        await asyncio.wait_for(drain(), DISCARD_TIMEOUT)
 
 
 class ControlServer:
@@ -134,6 +152,7 @@ class ControlServer:
         try:
             if self.clients > MAX_CLIENTS:
                 busy = ControlError(f"the host is serving {MAX_CLIENTS} clients; try again")
+                await _discard(reader)
                 await self._send(writer, error_reply(busy))
                 return
             try:
@@ -141,6 +160,7 @@ class ControlServer:
                 message = json.loads(line)
             except ValueError as exc:  # not JSON, or over MAX_REQUEST (LimitOverrunError)
                 reason = f"over {MAX_REQUEST} bytes" if "limit" in str(exc) else f"not JSON: {exc}"
+                await _discard(reader)
                 await self._send(writer, error_reply(ControlError(f"bad request: {reason}")))
                 return
             if not isinstance(message, dict) or message.get("command") not in COMMANDS:
@@ -245,7 +265,8 @@ async def _open(path: str, message: dict[str, Any], timeout: float) -> tuple[Any
         asyncio.open_unix_connection(path, limit=64 << 20), timeout
     )
     writer.write(to_json(message).encode() + b"\n")
-    await writer.drain()
+    with contextlib.suppress(ConnectionError):  # a busy host answers before it reads
+        await writer.drain()
     return reader, writer
 
 

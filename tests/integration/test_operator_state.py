@@ -272,7 +272,9 @@ async def test_values_outside_the_model_are_refused_by_the_side_that_sends_them(
             ) as returned:
                 await m.call("values", "onIntKeys")
             assert returned.value.returned
-        with pytest.raises(HookError, match=r"returned an unsendable value: .*a set cannot be sent"):
+        with pytest.raises(
+            HookError, match=r"returned an unsendable value: .*a set cannot be sent"
+        ):
             await m.call("values", "onSet")
         assert m.records["values"].workers == [worker] and worker.alive
         meta = m.get_plugin_metadata("values")
