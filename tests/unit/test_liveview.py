@@ -93,12 +93,12 @@ def events(count: int) -> list[EventLine]:
 
 
 def rendered(width: int, height: int, plugins: int = 5, event_count: int = 8) -> list[str]:
+    output = io.StringIO()
     console = Console(
-        file=io.StringIO(), width=width, height=height, color_system=None, legacy_windows=False
+        file=output, width=width, height=height, color_system=None, legacy_windows=False
     )
     console.print(render(status(plugins), events(event_count), width, height))
-    output = console.file.getvalue()  # type: ignore[attr-defined]
-    return output.rstrip("\n").split("\n")
+    return output.getvalue().rstrip("\n").split("\n")
 
 
 @pytest.mark.parametrize(("width", "height"), [(80, 24), (200, 50)])
