@@ -232,7 +232,6 @@ class Loader:
         self, plugin: DiscoveredPlugin, deadline: float, listeners: list[socket.socket]
     ) -> WorkerProcess:
         worker = await self.pool.acquire(deadline)
-        worker.requests.on_refused = functools.partial(self._refused, plugin.name)
         spec = build_spec(
             plugin,
             strict=self.config.strict,
@@ -248,6 +247,7 @@ class Loader:
                 http=self.http,
                 fetch_limits=self.config.limits.fetch,
                 inbound=listeners,
+                on_refused=functools.partial(self._refused, plugin.name),
             )
         except BaseException as exc:
             if worker.alive:

@@ -298,11 +298,15 @@ class WorkerProcess:
         http: httpx.AsyncClient | None = None,
         fetch_limits: FetchLimits | None = None,
         inbound: list[socket.socket] | None = None,
+        on_refused: Callable[[AutoweaveError], None] | None = None,
     ) -> dict[str, Any]:
         """Give this blank worker its plugin: sandbox, import, onLoad. Raises LoadError.
 
         ``http`` is the client the fetch broker uses; without it, ``fetch`` is refused.
+        ``on_refused`` is told of the plugin's requests that a permission refused.
         """
+        if on_refused is not None:
+            self.requests.on_refused = on_refused
         self.plugin = self.channel.plugin = spec.plugin
         patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
         if http is not None:

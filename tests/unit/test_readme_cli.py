@@ -29,7 +29,7 @@ def test_the_quick_start_drives_a_host_with_call_and_status() -> None:
     assert names == ["doctor", "validate", "new", "run", "status", "call", "events", "usb"]
 
 
-@pytest.mark.parametrize("argv", quick_start_commands(), ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("argv", quick_start_commands(), ids=" ".join)
 def test_each_quick_start_command_parses_as_written(argv: list[str]) -> None:
     args = _parser().parse_args(argv)  # SystemExit(2) on anything the CLI does not have
     assert args.command == argv[0]
