@@ -31,20 +31,24 @@ from typing import Any
 
 from autoweave_plugins.errors import (
     AutoweaveError,
+    EntryError,
     HookError,
-    LoadError,
     PermissionDenied,
     PluginCrashed,
     ProtocolError,
     SandboxUnavailable,
     UnknownHook,
+    UnsendableValue,
     WorkerError,
 )
 from autoweave_plugins.rpc import (
     DEFAULT_MAX_FRAME,
     MAX_REPLY_MESSAGE,
+    UNSENDABLE,
     FrameDecoder,
     Kind,
+    ValueBudget,
+    check_value,
     check_worker_frame,
     encode,
     read_wire_error,
@@ -119,6 +123,8 @@ class Channel(asyncio.Protocol):
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
         self._closed = False
+        self.assign_refused = False
+        """The worker answered its assignment with an error: its exit is ``load_failed``."""
 
     async def open(self, sock: socket.socket) -> None:
         """Start reading ``sock``; it is kept to pass file descriptors with sendmsg."""
@@ -197,22 +203,39 @@ class Channel(asyncio.Protocol):
         wire = wire_error(name, message, max_message=MAX_REPLY_MESSAGE)
         self.send([Kind.REPLY_ERROR, ident, wire])
 
+    def check_arguments(self, hook: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``UnsendableValue`` for arguments the worker's decoder would refuse: a CALL
+        frame is an array of 5 (the envelope), the args array and the kwargs map."""
+        budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 5)
+        for value, where in ((args, f"{hook} args"), (kwargs, f"{hook} kwargs")):
+            problem = check_value(value, where, budget)
+            if problem is not None:
+                raise UnsendableValue(*problem)
+
     async def request(
         self, frame: list[Any], hook: str, timeout: float | None, fds: list[int] | None = None
     ) -> Any:
         """Send a request frame (id in ``frame[1]``) and wait for its answer.
 
-        Raises TimeoutError after ``timeout``, leaving the request pending so that a late answer
-        is still recognised; cancelling the wait forgets it, and cancels a CALL in the worker.
+        Raises ``UnsendableValue`` (nothing sent) for a frame over ``max_frame``, which the
+        worker's decoder would refuse. Raises TimeoutError after ``timeout``, leaving the
+        request pending so that a late answer is still recognised; cancelling the wait forgets
+        it, and cancels a CALL in the worker.
         """
         ident = frame[1]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             payload = encode(frame)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise WorkerError(
-                f"arguments for {hook} cannot be sent to the worker: {exc}", self.plugin
+            raise UnsendableValue(
+                f"{hook} arguments", f"cannot be sent to the worker: {exc}"
             ) from None
+        if len(payload) - 4 > self.decoder.max_frame:
+            raise UnsendableValue(
+                f"{hook} arguments",
+                f"{len(payload) - 4} bytes encoded, over the {self.decoder.max_frame}-byte frame "
+                "limit (limits.max_frame); pass a path or a smaller value",
+            )
         self._pending[ident] = _Pending(future, hook)
         assert self.transport is not None
         if fds:
@@ -294,6 +317,7 @@ class Channel(asyncio.Protocol):
             if pending.future.done():
                 return
             if kind == Kind.ERROR:
+                self.assign_refused = self.assign_refused or pending.hook == ASSIGN_HOOK
                 pending.future.set_exception(self._error_from_wire(pending.hook, frame[2]))
             else:
                 pending.future.set_result(frame[2])
@@ -314,7 +338,12 @@ class Channel(asyncio.Protocol):
             if error.type == "SandboxUnavailable":
                 missing = tuple(error.message.rpartition(": ")[2].split(", "))
                 return SandboxUnavailable(missing, error.message)
-            return LoadError(f"{error.type}: {error.message}", self.plugin, error.traceback)
+            # The plugin's own code raised (import, a missing hook function, onLoad): retrying
+            # would fail the same way.
+            return EntryError(f"{error.type}: {error.message}", self.plugin, error.traceback)
         if error.type == "UnknownHook":
             return UnknownHook(error.message, self.plugin)
-        return HookError(self.plugin, hook, error.type, error.message, error.traceback)
+        returned = error.type == UNSENDABLE and not error.traceback
+        return HookError(
+            self.plugin, hook, error.type, error.message, error.traceback, returned=returned
+        )

@@ -6,23 +6,59 @@ typo (``min_worker``) or a wrong type (``"2"``) fails with ``ConfigError`` namin
 ``worker_pool.min_worker`` instead of being ignored. Range checks live in each dataclass's
 ``validate()`` method, which ``from_mapping`` calls. A field whose type is itself a dataclass
 (``limits.fetch``) is built the same way from a nested table, with the longer key in errors.
+
+Every problem is reported at once, not only the first: inside ``collecting()`` (which
+``from_mapping`` opens, and which nests), ``require`` and each bad key add to one list, and one
+``ConfigError`` holding them all is raised at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import enum
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from autoweave_plugins.errors import ConfigError
 
-__all__ = ["from_mapping", "load_toml", "require"]
+__all__ = ["collecting", "from_mapping", "load_toml", "require"]
+
+_problems: contextvars.ContextVar[list[ConfigError] | None] = contextvars.ContextVar(
+    "config_problems", default=None
+)
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[ConfigError]]:
+    """Collect config problems instead of raising the first; at the end of the outermost
+    block, raise one ``ConfigError`` holding all of them. Yields the list (to check whether
+    anything failed so far)."""
+    outer = _problems.get()
+    if outer is not None:
+        yield outer
+        return
+    problems: list[ConfigError] = []
+    token = _problems.set(problems)
+    try:
+        yield problems
+    finally:
+        _problems.reset(token)
+    if problems:
+        raise ConfigError.combine(problems)
+
+
+def _report(error: ConfigError) -> None:
+    problems = _problems.get()
+    if problems is None:
+        raise error
+    problems.append(error)
 
 
 class _Validated(Protocol):
@@ -101,15 +137,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_mapping(cls: type[T], mapping: Mapping[str, Any] | T | None, prefix: str) -> T:
-    """Build the dataclass ``cls`` from ``mapping``, naming ``prefix.key`` in every error."""
+    """Build the dataclass ``cls`` from ``mapping``, naming ``prefix.key`` in every error.
+
+    Raises one ``ConfigError`` listing every problem (or adds them to an enclosing
+    ``collecting()``, and returns the defaults in place of bad values)."""
+    with collecting():
+        return _build(cls, mapping, prefix)
+
+
+def _build(cls: type[T], mapping: Mapping[str, Any] | T | None, prefix: str) -> T:
     if mapping is None:
         instance: Any = cls()
     elif isinstance(mapping, cls):
         instance = mapping
     elif not isinstance(mapping, Mapping):
-        raise ConfigError(
-            prefix, f"must be a mapping or {cls.__name__}, not {type(mapping).__name__}"
+        _report(
+            ConfigError(
+                prefix, f"must be a mapping or {cls.__name__}, not {type(mapping).__name__}"
+            )
         )
+        return cls()
     else:
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
@@ -119,15 +166,23 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | T | None, prefix: st
             if key not in names:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(dotted, f"unknown key{hint} (known: {', '.join(names)})")
-            values[key] = _coerce(value, hints[key], dotted)
+                _report(ConfigError(dotted, f"unknown key{hint} (known: {', '.join(names)})"))
+                continue
+            try:
+                values[key] = _coerce(value, hints[key], dotted)
+            except ConfigError as exc:
+                _report(exc)
         try:
             instance = cls(**values)
         except ValueError as exc:  # a dataclass that checks itself (e.g. ServeLimits)
-            raise ConfigError(prefix, str(exc)) from None
+            _report(ConfigError(prefix, str(exc)))
+            return cls()
     validate = getattr(instance, "validate", None)
     if validate is not None:
-        typing.cast(_Validated, instance).validate(prefix)
+        try:
+            typing.cast(_Validated, instance).validate(prefix)
+        except ConfigError as exc:  # a check that raises rather than calling require
+            _report(exc)
     return typing.cast(T, instance)
 
 
@@ -142,7 +197,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
 
 
-def require(condition: bool, key: str, message: str) -> None:
-    """Raise ``ConfigError`` for ``key`` unless ``condition`` holds (used by ``validate``)."""
+def require(condition: bool, key: str, message: str) -> bool:
+    """A ``ConfigError`` for ``key`` unless ``condition`` holds (used by ``validate``): raised,
+    or added to the enclosing ``collecting()``. Returns ``condition``."""
     if not condition:
-        raise ConfigError(key, message)
+        _report(ConfigError(key, message))
+    return condition

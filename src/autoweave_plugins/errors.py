@@ -12,7 +12,9 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     ├── PolicyRefused               a manifest asks for more than the host's grant policy allows
     ├── SandboxUnavailable          strict mode, and this machine lacks a required sandbox layer
     ├── WorldError                  a worker's namespaces or filesystem view could not be built
-    ├── UnknownPlugin               no plugin of that name was discovered
+    ├── UnknownPlugin               no plugin of that name was discovered (or its folder was
+    │                               rejected: the message says why)
+    ├── UnsendableValue             a value cannot cross to or from a worker (see "values" below)
     ├── UnknownEvent                ``on``/``off`` with an event name that does not exist
     ├── InvalidUSBEvent             a USB event (from udev or the control socket) is malformed
     ├── FetchError                  a brokered HTTP request failed (after its URL was allowed)
@@ -20,15 +22,27 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
         ├── ProtocolError           the worker sent a malformed, oversized or unexpected frame
         ├── LoadError               assigning the plugin failed: sandbox, import or onLoad
         │   ├── LoadTimeout         ... and it took longer than the load timeout
-        │   └── DependencyError     a plugin it depends on is missing, out of range, or a cycle
+        │   ├── DependencyError     a plugin it depends on is missing, out of range, or a cycle
+        │   └── EntryError          ... because the plugin's own code failed: importing its entry
+        │                               raised, a hook names no function, or onLoad raised
         ├── UnknownHook             the plugin does not declare or define that hook
-        ├── HookError               the hook raised; carries the plugin's traceback text
+        ├── HookError               the hook raised, or returned a value that cannot be sent
         ├── HookTimeout             the hook overran its timeout; its worker was killed
         ├── PluginCrashed           the worker died while the call was in flight
         └── PluginFailed            the plugin's circuit breaker is open (too many crashes)
 
 Building a plugin's own environment fails with ``EnvironmentBuildError`` and its subclasses,
 which live beside the builder (``autoweave_plugins.environments``), also under ``AutoweaveError``.
+
+``LoadError``, ``EntryError`` and ``HookError`` carry ``.traceback``: the plugin's traceback as
+text (empty when there is none). ``ConfigError.problems`` lists every ``(key, message)`` found,
+not only the first.
+
+Values (the one model both sides apply): ``None``, ``bool``, ``int`` (64-bit), ``float``,
+``str``, ``bytes``, lists and tuples (which arrive as lists), and dicts whose keys are ``str``
+(or ``bytes``). Anything else, a non-string key, or more than a frame holds, is refused before
+it is sent: by the host as ``UnsendableValue`` (never counted against the plugin), by the
+worker as a ``HookError`` saying the hook "returned an unsendable value".
 
 ``ManifestError.issues`` holds ``ManifestIssue`` records, each with a JSON path in the form
 ``$.permissions.filesystem[0].mode``; parse errors add a line and a column.
@@ -48,6 +62,7 @@ __all__ = [
     "ConfigError",
     "DependencyError",
     "DiscoveryError",
+    "EntryError",
     "FetchError",
     "HookError",
     "HookTimeout",
@@ -67,6 +82,7 @@ __all__ = [
     "UnknownEvent",
     "UnknownHook",
     "UnknownPlugin",
+    "UnsendableValue",
     "WorkerError",
     "WorldError",
 ]
@@ -77,12 +93,24 @@ class AutoweaveError(Exception):
 
 
 class ConfigError(AutoweaveError, ValueError):
-    """A host configuration value is wrong. ``key`` names it, dotted (``worker_pool.min_workers``)."""
+    """Host configuration values are wrong. ``key`` names the first, dotted
+    (``worker_pool.min_workers``); ``problems`` holds every ``(key, message)`` found."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config {key}: {message}")
-        self.key = key
-        self.message = message
+    def __init__(self, key: str, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        self.problems = problems or ((key, message),)
+        self.key, self.message = self.problems[0]
+        super().__init__("\n".join(f"config {k}: {m}" for k, m in self.problems))
+
+    @classmethod
+    def combine(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error holding every problem of ``errors`` (at least one)."""
+        problems = tuple(p for error in errors for p in error.problems)
+        return cls(problems[0][0], problems[0][1], problems)
+
+    def prefixed(self, prefix: str) -> ConfigError:
+        """The same problems, each key under ``prefix`` (``host.toml: worker_pool.x``)."""
+        problems = tuple((f"{prefix}{k}", m) for k, m in self.problems)
+        return ConfigError(problems[0][0], problems[0][1], problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,17 +259,39 @@ class DependencyError(LoadError):
         self.cycle = cycle
 
 
+class EntryError(LoadError):
+    """The plugin's own code failed to load: importing its entry raised (a ``SyntaxError``, an
+    ``ImportError``), a hook names a function the entry does not define, or ``onLoad`` raised.
+
+    Retrying cannot help, so the load is not retried, and its worker ends as ``load_failed``
+    (not ``crashed``). ``traceback`` is the plugin's."""
+
+
 class UnknownHook(WorkerError):
     """The hook is not declared in the manifest, or the entry module lacks its function."""
 
 
 class HookError(WorkerError):
-    """A hook raised. ``error_type`` and ``traceback`` are the plugin's, as text."""
+    """A hook raised, or returned a value that cannot be sent (``returned`` is then True, and
+    ``error_type`` is ``UnsendableValue``). ``error_type`` and ``traceback`` are the plugin's."""
 
     def __init__(
-        self, plugin: str | None, hook: str, error_type: str, message: str, traceback: str
+        self,
+        plugin: str | None,
+        hook: str,
+        error_type: str,
+        message: str,
+        traceback: str,
+        *,
+        returned: bool = False,
     ) -> None:
-        super().__init__(f"{hook} raised {error_type}: {message}", plugin)
+        text = (
+            f"{hook} returned an unsendable value: {message}"
+            if returned
+            else f"{hook} raised {error_type}: {message}"
+        )
+        super().__init__(text, plugin)
+        self.returned = returned
         self.hook = hook
         self.error_type = error_type
         self.error_message = message
@@ -261,15 +311,42 @@ class PluginFailed(WorkerError):
 
 
 class UnknownPlugin(AutoweaveError, KeyError):
-    """No plugin of this name is known to the manager."""
+    """No plugin of this name is known to the manager. When a folder declaring that name was
+    found but rejected, ``rejected_folder`` names it and the message says why."""
 
-    def __init__(self, name: str, known: tuple[str, ...] = ()) -> None:
-        hint = f"; known: {', '.join(known[:10])}" if known else ""
-        super().__init__(f"unknown plugin {name!r}{hint}")
+    def __init__(
+        self,
+        name: str,
+        known: tuple[str, ...] = (),
+        *,
+        rejected_folder: str | None = None,
+        reason: str = "",
+    ) -> None:
+        if rejected_folder is not None:
+            text = (
+                f"folder {rejected_folder} has a plugin named {name!r} but was rejected: {reason}"
+            )
+        else:
+            hint = f"; known: {', '.join(known[:10])}" if known else ""
+            text = f"unknown plugin {name!r}{hint}"
+        super().__init__(text)
         self.name = name
+        self.rejected_folder = rejected_folder
 
     def __str__(self) -> str:  # KeyError would show the repr of the message
         return str(self.args[0])
+
+
+class UnsendableValue(AutoweaveError, ValueError):
+    """A value cannot cross the boundary to a worker: a type outside the value model, a map key
+    that is not a string, or more than one frame holds (``limits.max_frame``). Refused by the
+    host before anything is sent; the plugin is not blamed. ``where`` names the value
+    (``args[0]['k']``)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
 
 
 class UnknownEvent(AutoweaveError, ValueError):

@@ -27,7 +27,13 @@ from autoweave_plugins.broker.inbound import bind_inbound, close_all
 from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.environments.leases import Leases
 from autoweave_plugins.environments.model import Environment
-from autoweave_plugins.errors import AutoweaveError, DependencyError, LoadError
+from autoweave_plugins.errors import (
+    AutoweaveError,
+    DependencyError,
+    EntryError,
+    LoadError,
+    PluginFailed,
+)
 from autoweave_plugins.events import EventBus
 from autoweave_plugins.manifest.dependencies import dependency_problem
 from autoweave_plugins.metrics import ManagerMetrics
@@ -35,7 +41,7 @@ from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.registry import PluginRecord, PluginState, Registry
-from autoweave_plugins.rpc import ServeLimits, WorkerSpec
+from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits, WorkerSpec
 from autoweave_plugins.scheduler import LoadScheduler
 from autoweave_plugins.settings import LimitsConfig, ManagerConfig, Priority
 
@@ -55,6 +61,7 @@ def build_spec(
     config: dict[str, Any] | None = None,
     serve_limits: ServeLimits | None = None,
     environment: Environment | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
 ) -> WorkerSpec:
     """The ASSIGN payload for a discovered, validated plugin (and its own environment)."""
     manifest = plugin.manifest
@@ -73,6 +80,7 @@ def build_spec(
         serve_limits=(serve_limits or ServeLimits()).to_wire(),
         environment_paths=[str(environment.path)] if environment else [],
         environment_roots=[str(environment.root)] if environment else [],
+        max_frame=max_frame,
     )
 
 
@@ -197,6 +205,9 @@ class Loader:
         record = self.registry.get(name)
         if record is None:
             raise LoadError("removed while queued", name)
+        if record.breaker.open:  # it opened while this load was queued: it stays failed
+            record.move_to(PluginState.IDLE if record.assignments else PluginState.FAILED)
+            raise PluginFailed("its circuit breaker is open; reload it", name)
         record.move_to(PluginState.LOADING)
         started = time.monotonic()
         plugin = record.plugin
@@ -214,6 +225,12 @@ class Loader:
             raise LoadError(
                 "superseded while loading (reloaded, removed, or the manager stopped)", name
             )
+        if record.breaker.open:
+            # Another worker's crash opened the breaker meanwhile: the plugin stays failed
+            # (attaching this one would show it idle while every call is refused).
+            await self.retire(worker, ExitReason.IDLE)
+            record.move_to(PluginState.IDLE if record.assignments else PluginState.FAILED)
+            raise PluginFailed("its circuit breaker opened while it was loading; reload it", name)
         self.attach(record, worker)
         record.loaded_at = time.time()
         record.move_to(PluginState.IDLE)
@@ -299,6 +316,7 @@ class Loader:
             config=dict(self.config.plugin_config.get(plugin.name, {})),
             serve_limits=self.config.limits.serve,
             environment=environment,
+            max_frame=self.config.limits.max_frame,
         )
         try:
             await worker.assign(
@@ -307,10 +325,12 @@ class Loader:
                 http=self.http,
                 fetch_limits=self.config.limits.fetch,
                 inbound=listeners,
+                on_refused=functools.partial(self._refused, plugin.name),
             )
-        except BaseException:
+        except BaseException as exc:
             if worker.alive:
-                worker.kill(ExitReason.CRASHED)
+                failed = isinstance(exc, EntryError)
+                worker.kill(ExitReason.LOAD_FAILED if failed else ExitReason.CRASHED)
             raise
         return worker
 
@@ -319,11 +339,20 @@ class Loader:
         record.attach(worker)
         worker.on_exit.append(lambda w, reason, code: self.on_worker_exit(record, w, reason))
 
-    def report_error(self, record: PluginRecord, error: AutoweaveError, **data: Any) -> None:
-        """Keep the error in the plugin's recent errors, count it, and emit plugin:error."""
-        record.record_error(error)
+    def report_error(
+        self, record: PluginRecord, error: AutoweaveError, context: str = "", **data: Any
+    ) -> None:
+        """Keep the error in the plugin's recent errors (with what it means for the plugin,
+        ``context``), count it, and emit plugin:error."""
+        record.record_error(error, context)
         self.metrics.errors.labels(record.name, type(error).__name__).inc()
         self.bus.emit("plugin:error", record.view(), error=error, **data)
+
+    def _refused(self, name: str, error: AutoweaveError) -> None:
+        """A brokered request of the plugin was refused: an event for the operator, not an
+        error of the plugin's (it was told, and may well expect it)."""
+        record = self.registry.get(name)
+        self.bus.emit("plugin:error", record.view() if record else None, error=error, refused=True)
 
     # --- unloading -----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from autoweave_plugins.broadcast import BroadcastResult, fan_out
-from autoweave_plugins.config import from_mapping
+from autoweave_plugins.config import collecting, from_mapping
 from autoweave_plugins.environments import EnvironmentBuilder, EnvironmentsConfig
 from autoweave_plugins.environments.leases import Leases
 from autoweave_plugins.errors import (
@@ -35,6 +35,7 @@ from autoweave_plugins.errors import (
     PluginCrashed,
     PluginFailed,
     UnknownHook,
+    UnsendableValue,
 )
 from autoweave_plugins.events import Event, EventBus, Listener
 from autoweave_plugins.loader import Loader, spawner
@@ -99,34 +100,37 @@ class PluginManager:
         plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         base = config or ManagerConfig()
-        environments_config = from_mapping(
-            EnvironmentsConfig, environments or base.environments, "environments"
-        )
+        with collecting():  # bad keys in several sections: one error naming every one
+            config_built = ManagerConfig(
+                plugin_directory=Path(plugin_directory)
+                if plugin_directory is not None
+                else base.plugin_directory,
+                worker_pool=from_mapping(
+                    WorkerPoolConfig, worker_pool or base.worker_pool, "worker_pool"
+                ),
+                loader=from_mapping(LoaderConfig, loader or base.loader, "loader"),
+                watcher=from_mapping(WatcherConfig, watcher or base.watcher, "watcher"),
+                policy=from_mapping(GrantPolicy, policy or base.policy, "policy"),
+                limits=from_mapping(LimitsConfig, limits or base.limits, "limits"),
+                environments=from_mapping(
+                    EnvironmentsConfig, environments or base.environments, "environments"
+                ),
+                strict=base.strict if strict is None else strict,
+                plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
+                broadcast_concurrency=base.broadcast_concurrency,
+            )
         self.environments = EnvironmentBuilder(
-            environments_config, data_root=Path(default_data_root())
+            config_built.environments, data_root=Path(default_data_root())
         )
-        policy_config = from_mapping(GrantPolicy, policy or base.policy, "policy")
         # Plugins' environments are read by workers before their sandbox is complete: no
         # grant may ever reach them (and none may read another plugin's).
-        policy_config = dataclasses.replace(
-            policy_config,
-            denied_paths=(*policy_config.denied_paths, str(self.environments.cache_dir)),
-        )
-        self.config = ManagerConfig(
-            plugin_directory=Path(plugin_directory)
-            if plugin_directory is not None
-            else base.plugin_directory,
-            worker_pool=from_mapping(
-                WorkerPoolConfig, worker_pool or base.worker_pool, "worker_pool"
+        policy_config = config_built.policy
+        self.config = dataclasses.replace(
+            config_built,
+            policy=dataclasses.replace(
+                policy_config,
+                denied_paths=(*policy_config.denied_paths, str(self.environments.cache_dir)),
             ),
-            loader=from_mapping(LoaderConfig, loader or base.loader, "loader"),
-            watcher=from_mapping(WatcherConfig, watcher or base.watcher, "watcher"),
-            policy=policy_config,
-            limits=from_mapping(LimitsConfig, limits or base.limits, "limits"),
-            environments=environments_config,
-            strict=base.strict if strict is None else strict,
-            plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
-            broadcast_concurrency=base.broadcast_concurrency,
         )
         self.cache = ManifestCache()
         self.bus = EventBus()
@@ -240,6 +244,8 @@ class PluginManager:
                 cancel_grace=self.config.limits.cancel_grace,
                 **kwargs,
             )
+        except UnsendableValue:
+            raise  # the host refused the arguments before sending: not the plugin's error
         except AutoweaveError as exc:
             self.loader.report_error(record, exc, hook=hook)
             raise
@@ -316,6 +322,7 @@ class PluginManager:
             self.scheduler,
             self.cache.stats(),
             environments=self.preparer.counts(),
+            rejected=len(self.records.rejected),
         )
 
     def get_plugin_metadata(self, name: str) -> PluginMetadata:

@@ -1,6 +1,7 @@
 """Prometheus metrics for a manager, in a private ``CollectorRegistry`` (never the global one).
 
-Durations are histograms observed as they happen (plugin loads, hook calls). Everything else
+Every family is named ``autoweave_plugins_*`` (README, "Metrics", lists them), so one prefix
+finds them all. Durations are histograms observed as they happen (plugin loads, hook calls). Everything else
 is read at scrape time by a collector, so no number is kept twice and none can drift: plugin
 states, workers, restarts, errors, the manifest cache, and the plugins' own metrics, capped at
 ``MAX_PLUGIN_SERIES`` exported series. The collector is fed by two callables (the manager's
@@ -66,35 +67,43 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self.stats()
         snapshots = list(self.plugins())
-        plugins = GaugeMetricFamily("autoweave_plugins", "Plugins by state", labels=["state"])
+        plugins = GaugeMetricFamily(
+            "autoweave_plugins_plugins",
+            "Plugins by state (invalid: rejected folders)",
+            labels=["state"],
+        )
         for state, count in stats["plugins"].items():
             plugins.add_metric([state], count)
         yield plugins
-        workers = GaugeMetricFamily("autoweave_workers", "Worker processes", labels=["kind"])
+        workers = GaugeMetricFamily(
+            "autoweave_plugins_workers", "Worker processes", labels=["kind"]
+        )
         for kind in ("live", "spare", "assigned", "busy"):
             workers.add_metric([kind], stats["workers"][kind])
         yield workers
-        created = CounterMetricFamily("autoweave_workers_created", "Worker processes started")
+        created = CounterMetricFamily(
+            "autoweave_plugins_workers_created", "Worker processes started"
+        )
         created.add_metric([], stats["workers"]["created"])
         yield created
         terminated = CounterMetricFamily(
-            "autoweave_workers_terminated", "Worker processes ended", labels=["reason"]
+            "autoweave_plugins_workers_terminated", "Worker processes ended", labels=["reason"]
         )
         for reason, count in stats["workers"]["terminated"].items():
             terminated.add_metric([reason], count)
         yield terminated
         loads = CounterMetricFamily(
-            "autoweave_plugin_loads", "Plugin loads by outcome", labels=["outcome"]
+            "autoweave_plugins_loads", "Plugin loads by outcome", labels=["outcome"]
         )
         loads.add_metric(["ok"], stats["loader"]["loads_ok"])
         loads.add_metric(["failed"], stats["loader"]["loads_failed"])
         yield loads
         restarts = CounterMetricFamily(
-            "autoweave_plugin_restarts", "Restarts after a crash", labels=["plugin"]
+            "autoweave_plugins_restarts", "Restarts after a crash", labels=["plugin"]
         )
-        calls = CounterMetricFamily("autoweave_plugin_calls", "Hook calls", labels=["plugin"])
+        calls = CounterMetricFamily("autoweave_plugins_calls", "Hook calls", labels=["plugin"])
         rss = GaugeMetricFamily(
-            "autoweave_worker_rss_bytes",
+            "autoweave_plugins_worker_rss_bytes",
             "RSS at the last host measurement",
             labels=["plugin", "pid"],
         )
@@ -110,10 +119,12 @@ class _StateCollector(Collector):
         yield rss
         cache = stats["cache"]
         for key in ("hits", "misses", "evictions"):
-            family = CounterMetricFamily(f"autoweave_manifest_cache_{key}", f"Manifest cache {key}")
+            family = CounterMetricFamily(
+                f"autoweave_plugins_manifest_cache_{key}", f"Manifest cache {key}"
+            )
             family.add_metric([], cache[key])
             yield family
-        size = GaugeMetricFamily("autoweave_manifest_cache_size", "Manifests in the cache")
+        size = GaugeMetricFamily("autoweave_plugins_manifest_cache_size", "Manifests in the cache")
         size.add_metric([], cache["size"])
         yield size
         yield from self._environments(stats)
@@ -124,7 +135,8 @@ class _StateCollector(Collector):
         counts = stats["environments"]
         for key, value in (("preparing", counts["preparing"]), ("in_use", counts["in_use"])):
             gauge = GaugeMetricFamily(
-                f"autoweave_environments_{key}", f"Plugin environments {key.replace('_', ' ')}"
+                f"autoweave_plugins_environments_{key}",
+                f"Plugin environments {key.replace('_', ' ')}",
             )
             gauge.add_metric([], value)
             yield gauge
@@ -135,19 +147,21 @@ class _StateCollector(Collector):
             ("pruned", counts["pruned"]),
         ):
             counter = CounterMetricFamily(
-                f"autoweave_environment_{key}", f"Plugin environment {key} since start"
+                f"autoweave_plugins_environment_{key}", f"Plugin environment {key} since start"
             )
             counter.add_metric([], value)
             yield counter
 
     @staticmethod
     def _plugin_metrics(snapshots: list[PluginSnapshot]) -> Iterator[Metric]:
-        last = Metric("autoweave_plugin_metric", "Last value of a plugin's own metric", "gauge")
+        last = Metric(
+            "autoweave_plugins_plugin_metric", "Last value of a plugin's own metric", "gauge"
+        )
         total = Metric(
-            "autoweave_plugin_metric_sum", "Sum of a plugin's own metric samples", "counter"
+            "autoweave_plugins_plugin_metric_sum", "Sum of a plugin's own metric samples", "counter"
         )
         dropped = CounterMetricFamily(
-            "autoweave_plugin_metric_dropped",
+            "autoweave_plugins_plugin_metric_dropped",
             "Plugin metric samples dropped",
             labels=["plugin", "reason"],
         )
@@ -163,8 +177,10 @@ class _StateCollector(Collector):
                         break
                     labels = {f"label_{k}": v for k, v in series["labels"].items()}
                     labels.update(plugin=name, pid=str(worker["pid"]), metric=series["name"])
-                    last.add_sample("autoweave_plugin_metric", labels, series["last"])
-                    total.add_sample("autoweave_plugin_metric_sum_total", labels, series["total"])
+                    last.add_sample("autoweave_plugins_plugin_metric", labels, series["last"])
+                    total.add_sample(
+                        "autoweave_plugins_plugin_metric_sum_total", labels, series["total"]
+                    )
                     exported += 1
         yield last
         yield total
@@ -181,21 +197,21 @@ class ManagerMetrics:
     def __init__(self, stats: StatsSource, plugins: PluginsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.load_seconds = Histogram(
-            "autoweave_plugin_load_seconds",
+            "autoweave_plugins_load_seconds",
             "Time to load a plugin into a worker",
             ["plugin"],
             buckets=LOAD_BUCKETS,
             registry=self.registry,
         )
         self.call_seconds = Histogram(
-            "autoweave_hook_call_seconds",
+            "autoweave_plugins_hook_call_seconds",
             "Hook call round trip",
             ["plugin", "hook"],
             buckets=CALL_BUCKETS,
             registry=self.registry,
         )
         self.errors = Counter(
-            "autoweave_plugin_errors",
+            "autoweave_plugins_errors",
             "Errors by plugin and type",
             ["plugin", "type"],
             registry=self.registry,

@@ -45,6 +45,7 @@ from autoweave_plugins.errors import (
     LoadTimeout,
     PluginCrashed,
     ProtocolError,
+    UnsendableValue,
     WorkerError,
 )
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
@@ -181,7 +182,12 @@ class WorkerProcess:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        self._finish(self.exit_reason or "crashed")
+        self._finish(self.exit_reason or self._unasked_reason())
+
+    def _unasked_reason(self) -> str:
+        """Why the worker ended when the host did not end it: a worker that refused its
+        assignment (the plugin's code failed to load) leaves as ``load_failed``, not crashed."""
+        return "load_failed" if self.channel.assign_refused else "crashed"
 
     def _finish(self, reason: str) -> None:
         """The worker is gone (or going): fail everything in flight, exactly once."""
@@ -258,7 +264,7 @@ class WorkerProcess:
         # EOF on the socket is the fastest crash signal: the process may not be reaped yet.
         # During a requested stop it is just the worker leaving; let it exit by itself.
         expected = self.exit_reason is not None
-        self._finish(self.exit_reason or "crashed")
+        self._finish(self.exit_reason or self._unasked_reason())
         if not expected:
             self._signal(signal.SIGKILL)
 
@@ -292,11 +298,15 @@ class WorkerProcess:
         http: httpx.AsyncClient | None = None,
         fetch_limits: FetchLimits | None = None,
         inbound: list[socket.socket] | None = None,
+        on_refused: Callable[[AutoweaveError], None] | None = None,
     ) -> dict[str, Any]:
         """Give this blank worker its plugin: sandbox, import, onLoad. Raises LoadError.
 
         ``http`` is the client the fetch broker uses; without it, ``fetch`` is refused.
+        ``on_refused`` is told of the plugin's requests that a permission refused.
         """
+        if on_refused is not None:
+            self.requests.on_refused = on_refused
         self.plugin = self.channel.plugin = spec.plugin
         patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
         if http is not None:
@@ -327,22 +337,29 @@ class WorkerProcess:
         cancel_grace: float = 0.25,
         **kwargs: Any,
     ) -> Any:
-        """Call a hook. Raises HookError, HookTimeout, UnknownHook or PluginCrashed."""
+        """Call a hook. Raises HookError, HookTimeout, UnknownHook or PluginCrashed, and
+        ``UnsendableValue`` (nothing sent, nothing counted) for arguments outside the model."""
+        self.channel.check_arguments(hook, args, kwargs)
         ident = self.channel.next_id()
         started = time.perf_counter()
-        self.stats.calls += 1
         try:
             result = await self._request([Kind.CALL, ident, hook, args, kwargs], hook, timeout)
+        except UnsendableValue:
+            raise  # refused by the host before sending: not the plugin's call, nor its error
         except TimeoutError:
-            self.stats.errors += 1
+            self._count(started, error=True)
             await self._cancel_or_kill(ident, cancel_grace)
             raise HookTimeout(f"{hook} did not finish within {timeout:g} s", self.plugin) from None
         except AutoweaveError:
-            self.stats.errors += 1
+            self._count(started, error=True)
             raise
-        finally:
-            self.stats.latency.add(time.perf_counter() - started)
+        self._count(started, error=False)
         return result
+
+    def _count(self, started: float, *, error: bool) -> None:
+        self.stats.calls += 1
+        self.stats.errors += error
+        self.stats.latency.add(time.perf_counter() - started)
 
     async def _cancel_or_kill(self, ident: int, grace: float) -> None:
         future = self.channel.pending(ident)

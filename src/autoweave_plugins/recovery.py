@@ -34,6 +34,8 @@ class ExitReason(enum.StrEnum):
     """The manager stopped."""
     RELOAD = "reload"
     """Replaced by a new version (blue/green)."""
+    LOAD_FAILED = "load_failed"
+    """The plugin's own code failed to load in it (``EntryError``): not a crash, not retried."""
 
     @classmethod
     def of(cls, reason: str) -> ExitReason:

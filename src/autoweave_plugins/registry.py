@@ -5,6 +5,10 @@ move the table does not allow is a bug in the host and raises ``IllegalTransitio
 is the lifecycle of DESIGN §2 plus the edges recovery, reload and concurrency need, each
 explained where it is written. Each worker a record holds has one ``Assignment``: the worker,
 when it was attached, when it last served, and how many calls it is running.
+
+Folders that were found but rejected (an invalid manifest, a missing entry, a duplicate name)
+have no record and no state machine: they are kept beside the records as ``Rejected``, shown
+as ``invalid``, and named by ``UnknownPlugin`` when a caller asks for their plugin.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "PluginState",
     "RecordedError",
     "Registry",
+    "Rejected",
 ]
 
 
@@ -88,6 +93,20 @@ class RecordedError:
     time: float
     type: str
     message: str
+    context: str = ""
+    """What the error means for the plugin, e.g. "reload failed; 1.0.0 still serving"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A folder holding a manifest that could not be used: its first error and all of them."""
+
+    folder: str
+    name: str | None
+    """The name its manifest declares, when it could be read."""
+    error: str
+    issues: tuple[str, ...]
+    since: float = field(default_factory=time.time)
 
 
 @dataclass(eq=False, slots=True)
@@ -121,6 +140,12 @@ class PluginRecord:
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     scaling: bool = False
     fingerprint: bytes = b""
+    files: dict[str, str] = field(default_factory=dict)
+    """Content hash per file of the version serving (``watcher.folder_files``)."""
+    last_error: RecordedError | None = None
+    """The latest error, until a new version is adopted (a successful reload clears it)."""
+    error_count: int = 0
+    """Errors recorded in all (``errors`` keeps only the recent ones)."""
     inbound: list[socket.socket] = field(default_factory=list)
     inbound_spec: InboundSpec | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -170,8 +195,11 @@ class PluginRecord:
     def view(self) -> PluginView:
         return PluginView(self.name, self.plugin.manifest, self.plugin.folder, self._state.value)
 
-    def record_error(self, error: BaseException) -> None:
-        self.errors.append(RecordedError(time.time(), type(error).__name__, str(error)))
+    def record_error(self, error: BaseException, context: str = "") -> None:
+        recorded = RecordedError(time.time(), type(error).__name__, str(error), context)
+        self.errors.append(recorded)
+        self.last_error = recorded
+        self.error_count += 1
 
     def attach(self, worker: WorkerProcess) -> Assignment:
         now = time.monotonic()
@@ -209,12 +237,17 @@ class PluginRecord:
         if self.calls_in_flight == 0 and self._state is PluginState.ACTIVE:
             self.move_to(PluginState.IDLE)
 
-    def adopt(self, plugin: DiscoveredPlugin, fingerprint: bytes) -> None:
-        """A new version of the plugin: a fresh start for its restart count and breaker."""
+    def adopt(
+        self, plugin: DiscoveredPlugin, fingerprint: bytes, files: dict[str, str] | None = None
+    ) -> None:
+        """A new version of the plugin: a fresh start for its restart count, breaker and last
+        error (the old version's error says nothing about the new one)."""
         self.plugin = plugin
         self.fingerprint = fingerprint
+        self.files = dict(files or {})
         self.breaker.reset()
         self.consecutive_restarts = 0
+        self.last_error = None
 
 
 class Registry(Mapping[str, PluginRecord]):
@@ -222,6 +255,8 @@ class Registry(Mapping[str, PluginRecord]):
 
     def __init__(self) -> None:
         self._records: dict[str, PluginRecord] = {}
+        self.rejected: dict[str, Rejected] = {}
+        """Rejected folders by path, as of the last scan."""
 
     def __getitem__(self, name: str) -> PluginRecord:
         return self._records[name]
@@ -236,8 +271,25 @@ class Registry(Mapping[str, PluginRecord]):
         """The record of ``name``; raises ``UnknownPlugin`` listing the known names."""
         record = self._records.get(name)
         if record is None:
+            rejected = next((r for r in self.rejected.values() if r.name == name), None)
+            if rejected is not None:
+                raise UnknownPlugin(name, rejected_folder=rejected.folder, reason=rejected.error)
             raise UnknownPlugin(name, tuple(sorted(self._records)))
         return record
+
+    def set_rejected(self, rejected: list[Rejected]) -> list[Rejected]:
+        """Replace the rejected folders; returns those that are new (or newly different)."""
+        previous = self.rejected
+        self.rejected = {}
+        fresh = []
+        for entry in rejected:
+            before = previous.get(entry.folder)
+            if before is not None and before.issues == entry.issues:
+                entry = before  # noqa: PLW2901 - keeps when it was first rejected
+            else:
+                fresh.append(entry)
+            self.rejected[entry.folder] = entry
+        return fresh
 
     def is_current(self, record: PluginRecord) -> bool:
         """Still the record for its name (not removed, nor replaced by a newer one)."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
-from typing import Any
 
 from autoweave_plugins.broker.inbound import close_all
 from autoweave_plugins.discovery import (
@@ -37,10 +37,10 @@ from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.preparer import Preparer
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import CircuitBreaker, ExitReason
-from autoweave_plugins.registry import PluginRecord, PluginState, Registry
+from autoweave_plugins.registry import PluginRecord, PluginState, Registry, Rejected
 from autoweave_plugins.settings import ManagerConfig, Priority
 from autoweave_plugins.tasks import TaskSet
-from autoweave_plugins.watcher import PluginWatcher, fingerprint_folder
+from autoweave_plugins.watcher import PluginWatcher, changed_files, digest_files, folder_files
 
 __all__ = ["Reloader"]
 
@@ -63,7 +63,6 @@ class Reloader:
         self.bus = bus
         self.tasks = TaskSet("reloader")
         self.watcher: PluginWatcher | None = None
-        self._reported: set[tuple[str, tuple[Any, ...]]] = set()
 
     def start(self) -> None:
         """Watch the plugin directory, if the watcher is enabled."""
@@ -94,11 +93,16 @@ class Reloader:
             )
         except DiscoveryError as exc:
             raise ConfigError("plugin_directory", exc.reason) from None
-        for problem in found.problems:
-            if (problem.folder, problem.issues) not in self._reported:
-                # each problem once, not on every rescan
-                self.bus.emit("plugin:error", None, folder=problem.folder, error=problem.as_error())
-        self._reported = {(p.folder, p.issues) for p in found.problems}
+        # Each rejection is reported once, not on every rescan; the registry keeps them all.
+        # A known plugin's folder that turned invalid is that plugin's failed reload, not a
+        # rejected folder: its old version may well still be serving.
+        known = {os.path.realpath(folder) for folder in self.registry.folders()}
+        problems = [p for p in found.problems if os.path.realpath(p.folder) not in known]
+        for entry in self.registry.set_rejected([_rejected(p) for p in problems]):
+            error = DiscoveryError(entry.folder, "; ".join(entry.issues))
+            self.bus.emit(
+                "plugin:error", None, folder=entry.folder, declared=entry.name, error=error
+            )
         loader, pool = self.config.loader, self.config.worker_pool
         new = []
         for name, plugin in found.plugins.items():
@@ -108,7 +112,8 @@ class Reloader:
             pinned = name in loader.preload_queue or priority <= Priority.HIGH
             breaker = CircuitBreaker(pool.breaker_threshold, pool.breaker_window)
             record = PluginRecord(plugin, priority, pinned, breaker)
-            record.fingerprint = self.fingerprint(plugin)
+            record.files = self.files(plugin)
+            record.fingerprint = digest_files(record.files)
             self.registry.add(record)
             new.append(name)
             self.bus.emit("plugin:discovered", record.view())
@@ -133,9 +138,10 @@ class Reloader:
             ):
                 self.preparer.begin(record)
 
-    def fingerprint(self, plugin: DiscoveredPlugin) -> bytes:
+    def files(self, plugin: DiscoveredPlugin) -> dict[str, str]:
+        """A content hash per file of the plugin's folder as it is now (``folder_files``)."""
         watcher = self.config.watcher
-        return fingerprint_folder(
+        return folder_files(
             plugin.folder,
             self.cache.check(plugin.manifest_path).content_hash,
             manifest_only=watcher.manifest_only,
@@ -164,16 +170,26 @@ class Reloader:
             return None
         if isinstance(found, DiscoveryProblem):
             error = found.as_error()
-            self.loader.report_error(record, error)
+            self._reload_failed(record, error)
             raise error
         if found.name != record.name:
             renamed = LoadError(
                 f"the manifest now names {found.name!r}; a rename is a remove plus an add",
                 record.name,
             )
-            self.loader.report_error(record, renamed)
+            self._reload_failed(record, renamed)
             raise renamed
         return found
+
+    def _reload_failed(self, record: PluginRecord, error: AutoweaveError) -> None:
+        """Report a new version that could not be used, saying whether the old one serves."""
+        if record.assignments:
+            context = f"reload failed; {record.version} still serving"
+            self.loader.report_error(
+                record, error, context=context, reload_failed=True, still_serving=record.version
+            )
+        else:
+            self.loader.report_error(record, error, context="reload failed", reload_failed=True)
 
     async def swap(self, record: PluginRecord, found: DiscoveredPlugin) -> None:
         """Start ``found`` beside the running version; route calls to it only once it loaded."""
@@ -186,10 +202,16 @@ class Reloader:
             # Its dependencies and its environment first: if either fails, nothing changes.
             lease = await self.preparer.environment_for(record, found)
         except AutoweaveError as exc:
-            self.loader.report_error(record, exc)
+            self._reload_failed(record, exc)
             raise
+        files = self.files(found)
+        change = {
+            "old_version": record.version,
+            "version": found.manifest.version,
+            "changed": changed_files(record.files, files),
+        }
         if not record.assignments:
-            record.adopt(found, self.fingerprint(found))  # the next call loads the new version
+            record.adopt(found, digest_files(files), files)  # the next call loads it
             self.preparer.adopt(record, lease)
             record.move_to(PluginState.DISCOVERED)
             return
@@ -201,17 +223,17 @@ class Reloader:
             if lease is not None:
                 lease.release()
             if isinstance(exc, AutoweaveError):
-                self.loader.report_error(record, exc)
+                self._reload_failed(record, exc)
             raise
         old = record.workers
         for previous in old:
             record.detach(previous)  # new calls go to the new version from here on
-        record.adopt(found, self.fingerprint(found))
+        record.adopt(found, digest_files(files), files)
         self.preparer.adopt(record, lease)  # the old workers hold their own leases until gone
         self.loader.attach(record, worker)
         record.loaded_at = time.time()
         record.move_to(PluginState.IDLE)
-        self.bus.emit("plugin:reloaded", record.view(), pid=worker.pid)
+        self.bus.emit("plugin:reloaded", record.view(), pid=worker.pid, **change)
         self.tasks.spawn(self._drain_and_retire(record, old))
 
     async def _drain_and_retire(self, record: PluginRecord, workers: list[WorkerProcess]) -> None:
@@ -238,7 +260,7 @@ class Reloader:
                     return  # reported; the running version keeps serving
                 if found is None:
                     await self.remove(record)
-                elif self.fingerprint(found) != record.fingerprint:
+                elif digest_files(self.files(found)) != record.fingerprint:
                     with contextlib.suppress(AutoweaveError):  # reported by swap
                         await self.swap(record, found)
 
@@ -253,3 +275,21 @@ class Reloader:
         self.preparer.forget(record)
         close_all(record.inbound)
         self.bus.emit("plugin:unloaded", record.view(), reason="removed")
+
+
+def _rejected(problem: DiscoveryProblem) -> Rejected:
+    """A rejected folder, with the name its manifest declares when that much can be read."""
+    issues = tuple(str(issue) for issue in problem.issues)
+    return Rejected(problem.folder, _declared_name(problem.manifest_path), issues[0], issues)
+
+
+def _declared_name(manifest_path: str | None) -> str | None:
+    if manifest_path is None:
+        return None
+    try:
+        with open(manifest_path, "rb") as handle:
+            document = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    name = document.get("name") if isinstance(document, dict) else None
+    return name if isinstance(name, str) and len(name) <= 64 else None

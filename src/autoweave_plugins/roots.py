@@ -33,6 +33,8 @@ import sys
 import sysconfig
 import tempfile
 
+from autoweave_plugins.hosts import runtime_path
+
 __all__ = [
     "DATA_DIR_NAME",
     "PLUGIN_PLACEHOLDER",
@@ -150,5 +152,7 @@ def runtime_code_paths() -> tuple[str, ...]:
 
 
 def host_private_paths() -> tuple[str, ...]:
-    """Folders of the host's own that are never granted: the control socket's default folder."""
-    return (os.path.join(tempfile.gettempdir(), f"{DATA_DIR_NAME}-{os.getuid()}"),)
+    """Folders of the host's own that are never granted: where the control sockets and host
+    locks live (``hosts.runtime_path``), and the fallback folder in the temp dir."""
+    fallback = os.path.join(tempfile.gettempdir(), f"{DATA_DIR_NAME}-{os.getuid()}")
+    return tuple(sorted({fallback, str(runtime_path())}))

@@ -4,7 +4,9 @@ A load request for a plugin that is already queued or loading returns the same f
 burst of calls to a dormant plugin starts one load. Queued loads start in priority order
 (CRITICAL first), then first-come. A failed load is retried with the restart backoff unless the
 error is permanent: an invalid manifest, a policy refusal, a strict-mode sandbox refusal, a
-dependency that is missing or out of range.
+dependency that is missing or out of range, or the plugin's own code failing to load
+(``EntryError``: a SyntaxError, a missing hook function, an exception in onLoad), which would
+fail the same way again, or an open breaker.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Generic, TypeVar
 from autoweave_plugins.errors import (
     AutoweaveError,
     DependencyError,
+    EntryError,
     LoadError,
     LoadTimeout,
     ManifestError,
+    PluginFailed,
     PolicyRefused,
     SandboxUnavailable,
 )
@@ -36,7 +40,14 @@ __all__ = ["PERMANENT_ERRORS", "LoadScheduler"]
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS = (ManifestError, PolicyRefused, SandboxUnavailable, DependencyError)
+PERMANENT_ERRORS = (
+    ManifestError,
+    PolicyRefused,
+    SandboxUnavailable,
+    DependencyError,
+    EntryError,
+    PluginFailed,
+)
 
 Key = TypeVar("Key")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autoweave_plugins.broker.fetch import FetchLimits
-from autoweave_plugins.config import from_mapping, load_toml, require
+from autoweave_plugins.config import collecting, from_mapping, load_toml, require
 from autoweave_plugins.discovery import DEFAULT_IGNORE
 from autoweave_plugins.environments.config import EnvironmentsConfig
 from autoweave_plugins.errors import ConfigError
@@ -142,8 +142,10 @@ class WatcherConfig:
     """Quiet period: a burst of changes is handled once, this long after it settles."""
     max_depth: int = 2
     """How deep below the plugin directory plugins (and their files) are looked for."""
-    manifest_only: bool = True
-    """Only a changed manifest reloads a plugin; False: any changed file does."""
+    manifest_only: bool = False
+    """False (the default): a plugin reloads when any file in its folder changes in content
+    (code edits reload, as with ``uvicorn --reload``). True: only a changed manifest reloads
+    it, and only manifests are watched (fewer inotify watches on large folders)."""
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     """File and folder names (fnmatch patterns) never watched nor fingerprinted."""
 
@@ -246,14 +248,18 @@ class ManagerConfig:
         }
         values = dict(mapping)
         built: dict[str, Any] = {}
-        for key, section in sections.items():
-            if key in values:
-                built[key] = from_mapping(section, values.pop(key), key)
-        config = from_mapping(cls, values, "config")
-        merged = ManagerConfig(
-            **{**{f: getattr(config, f) for f in cls.__dataclass_fields__}, **built}
-        )
-        merged.policy.check_host_paths("policy", plugin_directory=str(merged.plugin_directory))
+        with collecting() as problems:  # every problem of every section, in one error
+            for key, section in sections.items():
+                if key in values:
+                    built[key] = from_mapping(section, values.pop(key), key)
+            config = from_mapping(cls, values, "config")
+            merged = ManagerConfig(
+                **{**{f: getattr(config, f) for f in cls.__dataclass_fields__}, **built}
+            )
+            if not problems:  # the roots are known to be well formed
+                merged.policy.check_host_paths(
+                    "policy", plugin_directory=str(merged.plugin_directory)
+                )
         return merged
 
     @classmethod
@@ -265,7 +271,7 @@ class ManagerConfig:
             config = cls.from_mapping(document)
             config.policy.check_host_paths("policy", config_file=str(path))
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc.key}", exc.message) from None
+            raise exc.prefixed(f"{path}: ") from None
         own = os.path.realpath(path)
         policy = dataclasses.replace(config.policy, denied_paths=(*config.policy.denied_paths, own))
         return dataclasses.replace(config, policy=policy)

@@ -80,7 +80,8 @@ class WorkerCounts(TypedDict):
     created: int
     spawn_failures: int
     terminated: dict[str, int]
-    """Ended workers by reason (idle, crashed, unhealthy, memory, timeout, shutdown, reload)."""
+    """Ended workers by reason (idle, crashed, unhealthy, memory, timeout, shutdown, reload,
+    load_failed)."""
 
 
 class LoaderCounts(TypedDict):
@@ -114,7 +115,8 @@ class EnvironmentCounts(TypedDict):
 
 class ManagerStats(TypedDict):
     plugins: dict[str, int]
-    """Plugins by state; every state is present, most with 0."""
+    """Plugins by state; every state is present, most with 0, and ``invalid``: folders found
+    but rejected (an invalid manifest, a missing entry, a duplicate name)."""
     workers: WorkerCounts
     loader: LoaderCounts
     cache: CacheCounts
@@ -296,9 +298,12 @@ def manager_stats(
     cache: _Cache,
     *,
     environments: Mapping[str, int] | None = None,
+    rejected: int = 0,
 ) -> ManagerStats:
-    """Counts over every record (``states`` lists them all, so absent ones show 0)."""
+    """Counts over every record (``states`` lists them all, so absent ones show 0), plus
+    ``invalid``: the folders found but rejected, which have no record."""
     plugins = dict.fromkeys(states, 0)
+    plugins["invalid"] = rejected
     assigned = busy = 0
     for record in records:
         plugins[record.state] += 1

@@ -1,82 +1,121 @@
-"""What ``autoweave-plugins run`` shows: a live table on a terminal, log lines otherwise."""
+"""What a running host is doing, as data: the live view, ``status`` and ``status --json``
+all show this one snapshot.
+
+``host_status`` reads the manager once and returns a ``HostStatus``, a stable JSON shape
+(documented in README, "status --json"): a row per plugin (state, version, workers, RSS, calls,
+errors, restarts, last error), a row per rejected folder (state ``invalid``, first error), and
+the manager's stats. ``EventLogger`` is the view where there is no terminal: one log line per
+event.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Literal, TypedDict
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
+from autoweave_plugins.eventlog import event_line
 from autoweave_plugins.events import Event
+from autoweave_plugins.stats import ManagerStats
 
 if TYPE_CHECKING:
     from autoweave_plugins.manager import PluginManager
+    from autoweave_plugins.registry import PluginRecord
 
-__all__ = ["EventLogger", "live_status", "status_table"]
+__all__ = ["STATUS_VERSION", "EventLogger", "HostStatus", "PluginRow", "RejectedRow", "host_status"]
 
 log = logging.getLogger("autoweave_plugins.run")
 
-
-def _mib(value: Any) -> str:
-    return f"{value / 2**20:.1f}" if isinstance(value, int | float) and value else "-"
-
-
-def status_table(manager: PluginManager) -> Table:
-    stats = manager.get_manager_stats()
-    workers = stats["workers"]
-    title = (
-        f"autoweave-plugins: {len(manager.records)} plugins, {workers['live']} workers "
-        f"({workers['spare']} spare), loads {stats['loader']['loads_ok']} ok / {stats['loader']['loads_failed']} failed"
-    )
-    table = Table(title=title, expand=True)
-    for column in (
-        "plugin",
-        "version",
-        "state",
-        "workers",
-        "RSS MiB",
-        "calls",
-        "errors",
-        "restarts",
-        "last error",
-    ):
-        table.add_column(column, overflow="fold")
-    for name in sorted(manager.records):
-        record = manager.records[name]
-        rss = sum(w.measure_rss() or 0 for w in record.workers)
-        last = record.errors[-1] if record.errors else None
-        table.add_row(
-            name,
-            record.plugin.manifest.version,
-            record.state.value,
-            str(len(record.workers)),
-            _mib(rss),
-            str(record.access_count),
-            str(len(record.errors)),
-            str(record.restarts),
-            f"{last.type}: {last.message[:80]}" if last else "",
-        )
-    return table
+STATUS_VERSION = 1
+"""Bumped only when a field of ``HostStatus`` changes meaning or goes away."""
 
 
-async def live_status(manager: PluginManager, console: Console) -> None:
-    """Redraw the table twice a second until cancelled."""
-    with Live(
-        status_table(manager), console=console, refresh_per_second=2, transient=False
-    ) as live:
-        while True:
-            await asyncio.sleep(0.5)
-            live.update(status_table(manager))
+class PluginRow(TypedDict):
+    name: str
+    version: str
+    state: str
+    """discovered, queued, loading, active, idle, dormant or failed."""
+    workers: int
+    rss_bytes: int | None
+    """Summed over its workers, measured by the host; None without a live worker."""
+    calls: int
+    errors: int
+    restarts: int
+    last_error: str | None
+    """One line: "[context: ]Type: message"; cleared when a new version is adopted."""
+    folder: str
+
+
+class RejectedRow(TypedDict):
+    folder: str
+    name: str | None
+    """The name its manifest declares, when it could be read."""
+    state: Literal["invalid"]
+    error: str
+    """The first problem found (``validate`` lists all of them)."""
+
+
+class HostInfoRow(TypedDict):
+    directory: str
+    pid: int
+
+
+class HostStatus(TypedDict):
+    version: int
+    host: HostInfoRow
+    plugins: list[PluginRow]
+    rejected: list[RejectedRow]
+    stats: ManagerStats
+
+
+def _last_error(record: PluginRecord) -> str | None:
+    last = record.last_error
+    if last is None:
+        return None
+    text = f"{last.type}: {' '.join(last.message.split())}"
+    return f"{last.context}: {text}" if last.context else text
+
+
+def _row(record: PluginRecord) -> PluginRow:
+    measured = [w.measure_rss() for w in record.workers if w.alive]
+    known = [rss for rss in measured if rss is not None]
+    return {
+        "name": record.name,
+        "version": record.version,
+        "state": record.state.value,
+        "workers": len(record.assignments),
+        "rss_bytes": sum(known) if known else None,
+        "calls": record.access_count,
+        "errors": record.error_count,
+        "restarts": record.restarts,
+        "last_error": _last_error(record),
+        "folder": record.plugin.folder,
+    }
+
+
+def host_status(manager: PluginManager) -> HostStatus:
+    """One snapshot of the manager (plugins by name, rejected folders by path)."""
+    records = manager.records
+    rejected = sorted(records.rejected.values(), key=lambda r: r.folder)
+    return {
+        "version": STATUS_VERSION,
+        "host": {
+            "directory": os.path.realpath(manager.config.plugin_directory),
+            "pid": os.getpid(),
+        },
+        "plugins": [_row(records[name]) for name in sorted(records)],
+        "rejected": [
+            {"folder": r.folder, "name": r.name, "state": "invalid", "error": r.error}
+            for r in rejected
+        ],
+        "stats": manager.get_manager_stats(),
+    }
 
 
 class EventLogger:
-    """Logs every manager event as one line (the non-terminal view)."""
+    """Logs every manager event as one line (the view where there is no terminal)."""
 
     def __call__(self, event: Event) -> None:
-        plugin = event.plugin.name if event.plugin else "-"
-        details = " ".join(f"{k}={v}" for k, v in event.data.items())
-        level = logging.WARNING if event.name in ("plugin:error", "plugin:failed") else logging.INFO
-        log.log(level, "%s %s %s", event.name, plugin, details)
+        line = event_line(event)
+        level = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+        log.log(level[line["level"]], "%s %s: %s", event.name, line["plugin"] or "-", line["text"])

@@ -87,10 +87,13 @@ class Supervisor:
         now = time.monotonic()
         if now - assignment.started >= self.config.worker_pool.healthy_period:
             record.consecutive_restarts = 0
-        error = PluginCrashed(
-            f"worker {worker.pid} exited ({reason}, code {worker.returncode})", record.name
-        )
-        self.loader.report_error(record, error, reason=reason)
+        if exit_reason is not ExitReason.TIMEOUT:
+            # A worker killed for a hook's timeout was reported once already, as the caller's
+            # HookTimeout: it still counts towards the breaker, but is not a second error.
+            error = PluginCrashed(
+                f"worker {worker.pid} exited ({reason}, code {worker.returncode})", record.name
+            )
+            self.loader.report_error(record, error, reason=reason)
         if record.breaker.record_crash(now):
             for other in record.workers:
                 record.detach(other)  # detached first: their exits are not new crashes

@@ -8,8 +8,9 @@ rebuilt. Our ``debounce`` is a quiet period over whole bursts, enforced here on 
 watchfiles ``step``: a burst of saves is handled once, ``debounce`` after it settles.
 
 What counts as a change is decided by content, not by events: the manager compares each
-plugin's fingerprint (a hash of its manifest, or of all its files), so a touch or an
-identical re-save does nothing. A periodic rescan, also run after a watcher error, catches
+plugin's fingerprint (a hash of every file in its folder by default, or of its manifest alone
+with ``manifest_only``), so a touch or an identical re-save does nothing, and a reload can say
+which files changed. A periodic rescan, also run after a watcher error, catches
 events the kernel dropped.
 """
 
@@ -27,7 +28,7 @@ import watchfiles
 from autoweave_plugins.manifest.model import MANIFEST_FILENAME
 from autoweave_plugins.settings import WatcherConfig
 
-__all__ = ["PluginWatcher", "fingerprint_folder"]
+__all__ = ["PluginWatcher", "changed_files", "digest_files", "fingerprint_folder", "folder_files"]
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,20 @@ def _subfolders(folder: str, depth: int, ignore: tuple[str, ...]) -> list[str]:
     return found
 
 
-def fingerprint_folder(
+def folder_files(
     folder: str,
     manifest_hash: bytes,
     *,
     manifest_only: bool,
     max_depth: int,
     ignore: tuple[str, ...],
-) -> bytes:
-    """What a plugin's version is made of: its manifest, plus every file unless manifest_only."""
+) -> dict[str, str]:
+    """What a plugin's version is made of: a content hash per file (relative path), the
+    manifest always, every other file unless ``manifest_only``. Two versions differ in the
+    files whose hashes differ: a reload reports them."""
+    files = {MANIFEST_FILENAME: manifest_hash.hex()}
     if manifest_only:
-        return manifest_hash
-    digest = hashlib.blake2b(manifest_hash, digest_size=16)
+        return files
     for directory in [folder, *_subfolders(folder, max_depth, ignore)]:
         try:
             names = sorted(os.listdir(directory))
@@ -82,13 +85,42 @@ def fingerprint_folder(
                 or name.endswith(".pyc")
             ):
                 continue
-            digest.update(os.path.relpath(path, folder).encode() + b"\0")
             try:
                 with open(path, "rb") as handle:
-                    digest.update(hashlib.blake2b(handle.read(), digest_size=16).digest())
+                    digest = hashlib.blake2b(handle.read(), digest_size=16).hexdigest()
             except OSError:
-                digest.update(b"unreadable")
+                digest = "unreadable"
+            files[os.path.relpath(path, folder)] = digest
+    return files
+
+
+def digest_files(files: dict[str, str]) -> bytes:
+    """One fingerprint for ``folder_files``' map: equal maps, equal fingerprints."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path].encode() + b"\0")
     return digest.digest()
+
+
+def changed_files(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """The paths added, removed or modified between two versions, sorted."""
+    return sorted(path for path in old.keys() | new.keys() if old.get(path) != new.get(path))
+
+
+def fingerprint_folder(
+    folder: str,
+    manifest_hash: bytes,
+    *,
+    manifest_only: bool,
+    max_depth: int,
+    ignore: tuple[str, ...],
+) -> bytes:
+    """The digest of ``folder_files``: what the watcher compares to decide on a reload."""
+    return digest_files(
+        folder_files(
+            folder, manifest_hash, manifest_only=manifest_only, max_depth=max_depth, ignore=ignore
+        )
+    )
 
 
 class PluginWatcher:

@@ -79,7 +79,7 @@ def test_run_usb_metrics_and_clean_shutdown(tmp_path: Path) -> None:
         assert bad.returncode == 1 and "vendor_id" in json.loads(bad.stdout)["error"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
-        assert 'autoweave_plugin_calls_total{plugin="usb-watcher"} 2.0' in text
+        assert 'autoweave_plugins_calls_total{plugin="usb-watcher"} 2.0' in text
         workers = descendants(host.pid, zombies=True)
         assert workers
         host.send_signal(signal.SIGTERM)

@@ -24,8 +24,8 @@ import pytest
 from autoweave_plugins.discovery import discover
 from autoweave_plugins.manifest.model import MANIFEST_FILENAME
 from autoweave_plugins.process import WorkerProcess
-from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, assert_responsive
 from tests.helpers.workers import running, write_plugin
+from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, assert_responsive
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -25,6 +25,7 @@ from autoweave_plugins.errors import (
     ProtocolError,
     SandboxUnavailable,
     UnknownHook,
+    UnsendableValue,
     WorkerError,
 )
 from autoweave_plugins.permissions.urls import OutboundPolicy
@@ -238,7 +239,8 @@ async def test_cancelling_a_call_cancels_it_in_the_worker(pair: Pair) -> None:
 
 
 async def test_arguments_msgpack_cannot_carry_fail_before_sending(pair: Pair) -> None:
-    with pytest.raises(WorkerError, match="cannot be sent to the worker"):
+    # A typed refusal of the host's (UnsendableValue), not a WorkerError: the plugin is not at fault.
+    with pytest.raises(UnsendableValue, match="cannot be sent to the worker"):
         await pair.channel.request([Kind.CALL, pair.channel.next_id(), "h", [object()], {}], "h", 1)
     assert pair.channel.pending(1) is None
 

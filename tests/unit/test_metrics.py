@@ -67,22 +67,27 @@ def snapshot(name: str, series: int = 1) -> PluginSnapshot:
 def test_state_is_read_from_the_callables_at_scrape_time() -> None:
     plugins: list[PluginSnapshot] = []
     metrics = ManagerMetrics(lambda: STATS, lambda: plugins)
-    assert 'autoweave_plugin_restarts_total{plugin="alpha"}' not in metrics.text()
+    assert 'autoweave_plugins_restarts_total{plugin="alpha"}' not in metrics.text()
     plugins.append(snapshot("alpha"))
     text = metrics.text()
-    assert 'autoweave_plugins{state="failed"} 1.0' in text
-    assert 'autoweave_workers{kind="busy"} 1.0' in text
-    assert 'autoweave_workers_terminated_total{reason="crashed"} 2.0' in text
-    assert 'autoweave_plugin_loads_total{outcome="failed"} 1.0' in text
-    assert 'autoweave_plugin_restarts_total{plugin="alpha"} 2.0' in text
-    assert 'autoweave_worker_rss_bytes{pid="4242",plugin="alpha"} 5.24288e+06' in text
-    assert "autoweave_manifest_cache_hits_total 9.0" in text
-    assert 'autoweave_plugin_metric_dropped_total{plugin="alpha",reason="series"} 4.0' in text
-    assert 'autoweave_plugin_metric{label_k="v",metric="m0",pid="4242",plugin="alpha"} 1.5' in text
-    assert "autoweave_environments_preparing 1.0" in text
-    assert "autoweave_environments_in_use 2.0" in text
-    assert "autoweave_environment_builds_total 1.0" in text
-    assert "autoweave_environment_pruned_total 3.0" in text
+    assert 'autoweave_plugins_plugins{state="failed"} 1.0' in text
+    assert 'autoweave_plugins_workers{kind="busy"} 1.0' in text
+    assert 'autoweave_plugins_workers_terminated_total{reason="crashed"} 2.0' in text
+    assert 'autoweave_plugins_loads_total{outcome="failed"} 1.0' in text
+    assert 'autoweave_plugins_restarts_total{plugin="alpha"} 2.0' in text
+    assert 'autoweave_plugins_worker_rss_bytes{pid="4242",plugin="alpha"} 5.24288e+06' in text
+    assert "autoweave_plugins_manifest_cache_hits_total 9.0" in text
+    assert (
+        'autoweave_plugins_plugin_metric_dropped_total{plugin="alpha",reason="series"} 4.0' in text
+    )
+    assert (
+        'autoweave_plugins_plugin_metric{label_k="v",metric="m0",pid="4242",plugin="alpha"} 1.5'
+        in text
+    )
+    assert "autoweave_plugins_environments_preparing 1.0" in text
+    assert "autoweave_plugins_environments_in_use 2.0" in text
+    assert "autoweave_plugins_environment_builds_total 1.0" in text
+    assert "autoweave_plugins_environment_pruned_total 3.0" in text
 
 
 def test_observed_durations() -> None:
@@ -91,14 +96,14 @@ def test_observed_durations() -> None:
     metrics.load_seconds.labels("alpha").observe(0.2)
     metrics.errors.labels("alpha", "HookError").inc()
     text = metrics.text()
-    assert 'autoweave_hook_call_seconds_count{hook="onWork",plugin="alpha"} 1.0' in text
-    assert 'autoweave_plugin_load_seconds_count{plugin="alpha"} 1.0' in text
-    assert 'autoweave_plugin_errors_total{plugin="alpha",type="HookError"} 1.0' in text
+    assert 'autoweave_plugins_hook_call_seconds_count{hook="onWork",plugin="alpha"} 1.0' in text
+    assert 'autoweave_plugins_load_seconds_count{plugin="alpha"} 1.0' in text
+    assert 'autoweave_plugins_errors_total{plugin="alpha",type="HookError"} 1.0' in text
 
 
 def test_plugin_series_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics_module, "MAX_PLUGIN_SERIES", 3)
     metrics = ManagerMetrics(lambda: STATS, lambda: [snapshot("a", 2), snapshot("b", 2)])
     text = metrics.text()
-    assert text.count("autoweave_plugin_metric{") == 3
-    assert text.count("autoweave_plugin_metric_sum_total{") == 3
+    assert text.count("autoweave_plugins_plugin_metric{") == 3
+    assert text.count("autoweave_plugins_plugin_metric_sum_total{") == 3

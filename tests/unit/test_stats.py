@@ -85,7 +85,12 @@ def test_manager_stats_counts_every_state_and_busy_worker() -> None:
         "idle": 0,
         "dormant": 0,
         "failed": 0,
+        "invalid": 0,
     }
+    rejected = manager_stats(
+        [alpha, beta], [s.value for s in PluginState], pool, scheduler, FakeCache(), rejected=2
+    )
+    assert rejected["plugins"]["invalid"] == 2 and rejected["plugins"]["active"] == 1
     assert stats["workers"] == {
         "live": 3,
         "spare": 1,

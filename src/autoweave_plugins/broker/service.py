@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from autoweave_plugins.broker.fetch import FetchBroker
-from autoweave_plugins.errors import AutoweaveError, FetchError, PermissionDenied, WorkerError
+from autoweave_plugins.errors import (
+    AutoweaveError,
+    FetchError,
+    InvalidURL,
+    PermissionDenied,
+    WorkerError,
+)
+from autoweave_plugins.ratelimit import TokenBucket
 
 __all__ = ["MAX_CONCURRENT_REQUESTS", "Replies", "RequestService"]
 
@@ -22,6 +30,12 @@ log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_REQUESTS = 16
 """Brokered requests one worker may have in flight; each may buffer a whole response."""
+REFUSALS_PER_SECOND = 2.0
+"""Refusals reported to ``on_refused`` per worker (burst 10); the rest are only counted."""
+
+
+def _ignore(error: AutoweaveError) -> None:
+    pass
 
 
 class Replies(Protocol):
@@ -41,6 +55,10 @@ class RequestService:
         self.max_concurrent_requests = max_concurrent_requests
         self.fetch: FetchBroker | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_refused: Callable[[AutoweaveError], None] = _ignore
+        """Told of each request refused by a permission (``PermissionDenied``, ``InvalidURL``),
+        rate-limited: the operator sees what a plugin was denied."""
+        self.refusals = TokenBucket(REFUSALS_PER_SECOND, 10)
 
     @property
     def in_flight(self) -> int:
@@ -71,6 +89,8 @@ class RequestService:
             reply = await self.fetch.fetch(payload)
         except AutoweaveError as exc:
             self.replies.reply_error(ident, exc)
+            if isinstance(exc, PermissionDenied | InvalidURL) and self.refusals.allow():
+                self.on_refused(exc)
         except Exception as exc:  # the broker is trusted code, but a bug must not kill the host
             log.exception("fetch broker failed")  # the details stay in the host's log
             self.replies.reply_error(ident, FetchError(f"host error ({type(exc).__name__})"))

@@ -53,6 +53,8 @@ SEMVER_RE = re.compile(
     re.ASCII,
 )
 HOOK_RE = re.compile(r"on[A-Z][A-Za-z0-9]*\Z")
+KNOWN_HOOKS = ("onLoad", "onUnload", "onUSBAttach", "onUSBDetach", "onJobReceived")
+"""The hooks the host itself calls; any other well-formed name is a custom hook."""
 HOOK_TARGET_RE = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*\Z")
 # A relative path of non-empty components, none '.' or '..', ending in a file named '*.py'.
 ENTRY_RE = re.compile(r"(?:(?!\.{1,2}/)[^/\\\x00]+/)*(?!\.py\Z)[^/\\\x00]+\.py\Z")
@@ -367,6 +369,14 @@ class _Validator:
             self.fail("$.hooks", f"must declare at most {MAX_HOOKS} hooks (got {len(doc)})")
             return {}
         for hook, target in doc.items():
+            known = _known_spelling(hook)
+            if known is not None and known != hook:
+                # Well formed, but the host calls hooks by exact name: it would never run.
+                self.fail(
+                    key_path("$.hooks", hook),
+                    f"the host never calls {shown(hook)}; did you mean {known!r}?",
+                )
+                continue
             if (
                 HOOK_RE.match(hook)
                 and type(target) is str
@@ -378,7 +388,8 @@ class _Validator:
             if not HOOK_RE.match(hook):
                 self.fail(
                     at,
-                    f"hook names are 'on' and a capitalised word, like 'onLoad' (got {shown(hook)})",
+                    f"hook names are 'on' and a capitalised word, like 'onLoad' (got "
+                    f"{shown(hook)}){_hook_hint(hook)}",
                 )
             elif type(target) is not str:
                 self.fail(at, f"must name a function as a string, not {json_type(target)}")
@@ -430,6 +441,25 @@ class _Validator:
             elif text is not None:
                 valid.append(text)
         return tuple(valid)
+
+
+def _folded(text: str) -> str:
+    return text.lower().replace("_", "").replace("-", "")
+
+
+def _known_spelling(hook: object) -> str | None:
+    """The host's hook that ``hook`` spells differently only in case (or '_'), if any."""
+    if not isinstance(hook, str):
+        return None
+    return next((k for k in KNOWN_HOOKS if _folded(k) == _folded(hook)), None)
+
+
+def _hook_hint(hook: object) -> str:
+    if not isinstance(hook, str):
+        return ""
+    folded = {_folded(k): k for k in KNOWN_HOOKS}
+    close = difflib.get_close_matches(_folded(hook), folded, n=1, cutoff=0.8)
+    return f"; did you mean {folded[close[0]]!r}?" if close else ""
 
 
 def validate_document(doc: object) -> tuple[Manifest | None, tuple[ManifestIssue, ...]]:

@@ -2,7 +2,7 @@
 
 ``frames`` is the framing (length-prefixed msgpack, size cap, decode budget), ``shapes`` the
 frame kinds and what a worker's frames must look like, ``wire_errors`` the error maps both
-sides send, ``spec`` the ASSIGN payload, and ``serve_limits`` what it carries for ``autoweave.serve``. The worker imports this package inside its
+sides send, ``spec`` the ASSIGN payload, ``values`` the value model both sides check before sending, and ``serve_limits`` what it carries for ``autoweave.serve``. The worker imports this package inside its
 sandbox, so it must stay free of the host's stack.
 """
 
@@ -12,6 +12,7 @@ from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode
 from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
 from autoweave_plugins.rpc.spec import WorkerSpec
+from autoweave_plugins.rpc.values import UNSENDABLE, ValueBudget, check_value
 from autoweave_plugins.rpc.wire_errors import (
     MAX_REPLY_MESSAGE,
     WireError,
@@ -25,12 +26,15 @@ from autoweave_plugins.rpc.wire_errors import (
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "MAX_REPLY_MESSAGE",
+    "UNSENDABLE",
     "FrameDecoder",
     "Kind",
     "ServeLimits",
+    "ValueBudget",
     "WireError",
     "WorkerSpec",
     "brief",
+    "check_value",
     "check_worker_frame",
     "clip",
     "encode",

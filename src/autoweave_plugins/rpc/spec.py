@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoweave_plugins.errors import ProtocolError
+from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME
 
 __all__ = ["WorkerSpec"]
 
@@ -32,6 +33,8 @@ class WorkerSpec:
     """The plugin's own environment: import roots, put on sys.path right after its folder."""
     environment_roots: list[str] = field(default_factory=list)
     """Directories holding that environment: read-only to the worker (Landlock, mount view)."""
+    max_frame: int = DEFAULT_MAX_FRAME
+    """The host's ``limits.max_frame``: the largest frame either side sends or reads."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

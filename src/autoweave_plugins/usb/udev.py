@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -20,8 +21,15 @@ __all__ = ["UdevSource", "event_from_udev", "udev_available"]
 log = logging.getLogger(__name__)
 
 
-def udev_available() -> str | None:
-    """None when a udev monitor can be opened here, else why not."""
+UDEV_RUNTIME = "/run/udev"
+
+
+def udev_available(runtime: str = UDEV_RUNTIME) -> str | None:
+    """None when udev can deliver events here, else why not. A netlink monitor opens even
+    where no udev daemon runs (most containers), and then nothing ever arrives: without
+    ``/run/udev`` there is no daemon."""
+    if not os.path.isdir(runtime):
+        return f"no {runtime}: the udev daemon is not running here (as in most containers)"
     try:
         import pyudev  # noqa: PLC0415 - an optional extra
     except ImportError:

@@ -25,9 +25,12 @@ from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
 from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
 from autoweave_plugins.ratelimit import TokenBucket
 from autoweave_plugins.rpc import (
+    UNSENDABLE,
     FrameDecoder,
     Kind,
+    ValueBudget,
     WorkerSpec,
+    check_value,
     encode,
     exception_to_wire,
     read_wire_error,
@@ -60,6 +63,7 @@ class PluginRuntime(asyncio.Protocol):
     def __init__(self, spec: WorkerSpec, decoder: FrameDecoder) -> None:
         self.spec = spec
         self.decoder = decoder
+        decoder.max_frame = spec.max_frame  # the host's limit holds both ways
         self.paths = PathPolicy([PathRule(p, FileMode(m)) for p, m in spec.filesystem])
         self.hooks: dict[str, Callable[..., Any]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -142,12 +146,24 @@ class PluginRuntime(asyncio.Protocol):
             self.tasks.pop(ident, None)
 
     def _reply(self, ident: int, result: Any) -> None:
-        try:
-            frame = encode([Kind.RESULT, ident, result])
-        except (TypeError, ValueError, OverflowError) as exc:
-            message = f"the hook returned a value that cannot be sent to the host: {exc}"
-            error = wire_error("TypeError", message, "")
-            self.send([Kind.ERROR, ident, error])
+        # What the host's decoder would refuse is refused here, as the hook's error: sent as
+        # it is, it would break the protocol and end this worker (rpc/values.py).
+        budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 3)
+        problem = check_value(result, "result", budget)
+        frame = b""
+        if problem is None:
+            try:
+                frame = encode([Kind.RESULT, ident, result])
+            except (TypeError, ValueError, OverflowError) as exc:
+                problem = ("result", str(exc))
+            else:
+                if len(frame) - 4 > self.spec.max_frame:
+                    problem = ("result", (
+                        f"{len(frame) - 4} bytes encoded, over the {self.spec.max_frame}-byte "
+                        "frame limit (limits.max_frame); write bulk data to a file"
+                    ))  # fmt: skip
+        if problem is not None:
+            self.send([Kind.ERROR, ident, wire_error(UNSENDABLE, ": ".join(problem))])
             return
         assert self.transport is not None
         self.transport.write(frame)
