@@ -21,6 +21,12 @@ from rich.console import Console
 from autoweave_plugins.control import default_control_path, request, serve_control
 from autoweave_plugins.discovery import DiscoveryProblem, check_plugin_folder, discover
 from autoweave_plugins.errors import AutoweaveError, ConfigError, ManifestIssue
+from autoweave_plugins.jobs.commands import (
+    RedisServices,
+    add_run_options,
+    add_submit_command,
+    usb_source,
+)
 from autoweave_plugins.manager import PluginManager
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.manifest.model import MANIFEST_FILENAME
@@ -136,12 +142,16 @@ async def _serve(args: argparse.Namespace) -> int:
                     "USB: udev unavailable (%s); events come only from 'autoweave-plugins usb attach'",
                     problem,
                 )
+        redis = RedisServices()  # --jobs / [jobs] url, --usb redis://
+        await redis.start(args, config, manager, dispatcher)
         if args.metrics_port:
             servers.append(
                 await serve_metrics(manager.metrics, args.metrics_host, args.metrics_port)
             )
             log.info("metrics: http://%s:%d/metrics", args.metrics_host, args.metrics_port)
-        servers.append(await serve_control(args.control, manager, dispatcher))
+        servers.append(
+            await serve_control(args.control, manager, dispatcher, extra_status=redis.status)
+        )
         log.info("control socket: %s", args.control)
         for text in args.simulate_usb:
             simulated.inject(_usb_event(text))
@@ -149,6 +159,7 @@ async def _serve(args: argparse.Namespace) -> int:
             background.append(asyncio.ensure_future(live_status(manager, console)))
         await stop.wait()
         log.info("shutting down: onUnload everywhere, then every worker is stopped")
+        await redis.stop()  # first: the jobs in flight finish and are answered
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -286,10 +297,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--usb",
-        choices=("auto", "udev", "simulated"),
+        type=usb_source,
         default="auto",
-        help="USB event source (default: udev if usable)",
+        metavar="{auto,udev,simulated,redis://HOST:PORT/DB}",
+        help="USB event source (default: udev if usable); a Redis URL reads aw:hotplug",
     )
+    add_run_options(run)  # --jobs, --name
     run.add_argument(
         "--control", default=default_control_path(), help="control socket path (for 'usb attach')"
     )
@@ -326,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     usb.add_argument("--serial", help="serial number")
     usb.add_argument("--control", default=default_control_path(), help="the host's control socket")
     usb.set_defaults(handler=_cmd_usb)
+    add_submit_command(commands)
     return parser
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autoweave_plugins.errors import AutoweaveError, ConfigError
@@ -52,7 +53,10 @@ def _prepare(path: str) -> None:
 
 
 async def _answer(
-    manager: PluginManager, dispatcher: USBDispatcher, message: Any
+    manager: PluginManager,
+    dispatcher: USBDispatcher,
+    message: Any,
+    extra_status: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from autoweave_plugins.usb.device import USBEvent  # noqa: PLC0415 - keeps this module light
 
@@ -60,7 +64,8 @@ async def _answer(
         return {"ok": False, "error": "a request is a JSON object with a 'command'"}
     command = message.pop("command")
     if command == "status":
-        return {"ok": True, "stats": manager.get_manager_stats()}
+        extra = extra_status() if extra_status is not None else {}
+        return {"ok": True, "stats": manager.get_manager_stats(), **extra}
     if command == "usb":
         try:
             event = USBEvent.create(**message)
@@ -84,8 +89,14 @@ async def _answer(
 
 
 async def serve_control(
-    path: str, manager: PluginManager, dispatcher: USBDispatcher
+    path: str,
+    manager: PluginManager,
+    dispatcher: USBDispatcher,
+    extra_status: Callable[[], dict[str, Any]] | None = None,
 ) -> asyncio.Server:
+    """Serve the control socket; ``extra_status`` adds keys to ``status`` replies (the Redis
+    links of ``run``: ``jobs``, ``hotplug``)."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 10)
@@ -94,7 +105,7 @@ async def serve_control(
             except ValueError as exc:
                 reply: dict[str, Any] = {"ok": False, "error": f"not JSON: {exc}"}
             else:
-                reply = await _answer(manager, dispatcher, message)
+                reply = await _answer(manager, dispatcher, message, extra_status)
             writer.write(json.dumps(reply, default=str).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ValueError, ConnectionError):

@@ -17,6 +17,7 @@ from typing import Any
 from autoweave_plugins.config import from_mapping, load_toml, require
 from autoweave_plugins.discovery import DEFAULT_IGNORE
 from autoweave_plugins.errors import ConfigError
+from autoweave_plugins.jobs.config import JobsConfig
 from autoweave_plugins.policy import GrantPolicy
 
 __all__ = ["LoaderConfig", "ManagerConfig", "Priority", "WatcherConfig", "WorkerPoolConfig"]
@@ -133,6 +134,8 @@ class ManagerConfig:
     plugin_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-plugin settings, visible to the plugin as ``autoweave.config``."""
     broadcast_concurrency: int = 16
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    """The ``[jobs]`` section: the Redis job queue ``autoweave-plugins run`` joins, if any."""
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ManagerConfig:
@@ -141,6 +144,7 @@ class ManagerConfig:
             "loader": LoaderConfig,
             "watcher": WatcherConfig,
             "policy": GrantPolicy,
+            "jobs": JobsConfig,
         }
         values = dict(mapping)
         built: dict[str, Any] = {}
