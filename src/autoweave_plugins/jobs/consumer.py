@@ -285,6 +285,8 @@ class JobConsumer:
     async def _sample(self) -> None:
         names = list(self.manager.records)
         if not names:
+            await self.link.redis.ping()  # still say whether the link is up
+            self.link.ok()
             return
         async with self.link.redis.pipeline(transaction=False) as pipe:
             for name in names:
