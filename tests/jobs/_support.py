@@ -43,7 +43,12 @@ def crash(job):
 def plugin(root: Path, name: str, code: str, hooks: dict[str, str], **permissions: Any) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
-    manifest: dict[str, Any] = {"name": name, "version": "1.0.0", "entry": "main.py", "hooks": hooks}
+    manifest: dict[str, Any] = {
+        "name": name,
+        "version": "1.0.0",
+        "entry": "main.py",
+        "hooks": hooks,
+    }
     if permissions:
         manifest["permissions"] = permissions
     (folder / "autoweave.plugin.json").write_text(json.dumps(manifest))
@@ -77,11 +82,18 @@ async def host(
     root: Path, url: str, *, max_workers: int = 4, per_worker: int = 2, **jobs: Any
 ) -> AsyncIterator[tuple[PluginManager, JobConsumer, list[Event]]]:
     """A manager on ``root`` joined to the queue, with short leases; and its job events."""
-    settings: dict[str, Any] = {"lease": 2.0, "heartbeat": 0.5, "max_deliveries": 3, "name": "test-host"}
+    settings: dict[str, Any] = {
+        "lease": 2.0,
+        "heartbeat": 0.5,
+        "max_deliveries": 3,
+        "name": "test-host",
+    }
     settings.update(jobs)
     config = JobsConfig(url=url, **settings)
     config.validate("jobs")
-    manager = PluginManager(root, worker_pool={"min_workers": 0, "max_workers": max_workers}, watcher={"enabled": False})
+    manager = PluginManager(
+        root, worker_pool={"min_workers": 0, "max_workers": max_workers}, watcher={"enabled": False}
+    )
     events: list[Event] = []
     for name in ("job:started", "job:done", "job:failed", "job:dead"):
         manager.on(name, events.append)

@@ -6,7 +6,6 @@ No skip: if the server cannot be had, every test here fails with what to install
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -23,7 +22,9 @@ def redis_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def redis_server(
+    redis_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
     server = RedisServer(redis_binary, tmp_path_factory.mktemp("redis"))
     server.start()
     yield server

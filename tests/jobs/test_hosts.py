@@ -9,6 +9,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -30,13 +31,17 @@ def submit(client: redis.Redis, count: int, sleep: float, first: int = 0) -> lis
     ids = []
     for n in range(first, first + count):
         job_id = f"job-{n}"
-        client.xadd(STREAM, {"id": job_id, "hook": "onJobReceived", "args": json.dumps([{"n": n, "sleep": sleep}])})
+        client.xadd(
+            STREAM,
+            {"id": job_id, "hook": "onJobReceived", "args": json.dumps([{"n": n, "sleep": sleep}])},
+        )
         ids.append(job_id)
     return ids
 
 
 def stats(client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(stats_key("worker")).items()}
+    raw = cast(dict[bytes, bytes], client.hgetall(stats_key("worker")))
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def answers(client: redis.Redis, ids: list[str]) -> dict[str, dict[str, object]]:
@@ -45,7 +50,10 @@ def answers(client: redis.Redis, ids: list[str]) -> dict[str, dict[str, object]]
 
 
 def held_by(client: redis.Redis, consumer: str) -> list[bytes]:
-    return [e["message_id"] for e in client.xpending_range(STREAM, GROUP, "-", "+", 1000, consumer)]
+    entries = cast(
+        list[dict[str, Any]], client.xpending_range(STREAM, GROUP, "-", "+", 1000, consumer)
+    )
+    return [e["message_id"] for e in entries]
 
 
 def test_two_hosts_share_300_jobs_and_one_is_killed_midway(
@@ -55,7 +63,10 @@ def test_two_hosts_share_300_jobs_and_one_is_killed_midway(
     ids = submit(client, 300, 0.01)
     a, b = Host(tmp_path, redis_url, "host-a"), Host(tmp_path, redis_url, "host-b")
     try:
-        wait(lambda: stats(client).get("done", 0) >= 100 and held_by(client, "host-a"), what="a third")
+        wait(
+            lambda: stats(client).get("done", 0) >= 100 and held_by(client, "host-a"),
+            what="a third",
+        )
         a.signal(signal.SIGKILL)
         a.process.wait()
         wait(lambda: stats(client).get("done", 0) >= 300, what="all answers")
@@ -83,7 +94,10 @@ def test_a_frozen_host_loses_its_jobs_and_its_late_answers_are_dropped(
     b = None
     try:
         ids = submit(client, 4, 1.5)
-        frozen = wait(lambda: len(held_by(client, "host-a")) == 4 and held_by(client, "host-a"), what="a holds 4")
+        frozen = wait(
+            lambda: len(held_by(client, "host-a")) == 4 and held_by(client, "host-a"),
+            what="a holds 4",
+        )
         a.signal(signal.SIGSTOP)  # past its 2 s lease: its workers finish, it cannot answer
         b = Host(tmp_path, redis_url, "host-b")
         wait(lambda: stats(client).get("done", 0) == 4, what="b answers them")

@@ -26,7 +26,9 @@ async def test_answers_and_typed_errors(tmp_path: Path, redis_url: str) -> None:
         failing = await queue.submit("word-counter", "onBoom", "oops")
         with pytest.raises(HookError) as raised:
             await queue.result(failing, timeout=30)
-        assert raised.value.error_type == "ValueError" and "bad input oops" in raised.value.traceback
+        assert (
+            raised.value.error_type == "ValueError" and "bad input oops" in raised.value.traceback
+        )
         assert raised.value.plugin == "word-counter" and raised.value.hook == "onBoom"
         slow = await queue.submit("word-counter", "onSlow", 30, timeout=0.5)
         with pytest.raises(HookTimeout):
@@ -40,11 +42,14 @@ async def test_answers_and_typed_errors(tmp_path: Path, redis_url: str) -> None:
         assert status["plugins"]["word-counter"]["done"] == 1
 
 
-async def test_a_plugin_that_always_crashes_is_dead_lettered(tmp_path: Path, redis_url: str) -> None:
+async def test_a_plugin_that_always_crashes_is_dead_lettered(
+    tmp_path: Path, redis_url: str
+) -> None:
     crasher(tmp_path)
-    async with host(tmp_path, redis_url, max_deliveries=3) as (_, consumer, events), JobQueue(
-        redis_url
-    ) as queue:
+    async with (
+        host(tmp_path, redis_url, max_deliveries=3) as (_, consumer, events),
+        JobQueue(redis_url) as queue,
+    ):
         job = await queue.submit("crasher", "onJobReceived", {"n": 1})
         with pytest.raises(JobDeadLettered) as raised:
             await queue.result(job, timeout=60)
@@ -75,9 +80,11 @@ async def test_malformed_messages_are_dead_lettered_and_the_host_goes_on(
         "extra-field": {"id": "extra-field", "hook": "onJobReceived", "colour": "red"},
         "reserved": {"id": "reserved", "hook": "onJobReceived", "kwargs": '{"timeout": 1}'},
     }
-    async with host(tmp_path, redis_url, max_message_bytes=2048) as (_, consumer, _e), JobQueue(
-        redis_url
-    ) as queue, aioredis.Redis.from_url(redis_url) as client:
+    async with (
+        host(tmp_path, redis_url, max_message_bytes=2048) as (_, consumer, _e),
+        JobQueue(redis_url) as queue,
+        aioredis.Redis.from_url(redis_url) as client,
+    ):
         for fields in bad.values():
             await client.xadd(stream, fields)  # type: ignore[arg-type]
         await client.xadd(stream, {"hook": "onJobReceived", "args": "[]"})  # no id: no answer
@@ -102,9 +109,11 @@ async def test_malformed_messages_are_dead_lettered_and_the_host_goes_on(
 
 async def test_a_host_reads_no_more_than_its_capacity(tmp_path: Path, redis_url: str) -> None:
     word_counter(tmp_path, max_workers=1)  # per plugin: 1 worker x 2 calls
-    async with host(tmp_path, redis_url, max_workers=4, per_worker=2) as (_, consumer, _e), JobQueue(
-        redis_url
-    ) as queue, aioredis.Redis.from_url(redis_url) as client:
+    async with (
+        host(tmp_path, redis_url, max_workers=4, per_worker=2) as (_, consumer, _e),
+        JobQueue(redis_url) as queue,
+        aioredis.Redis.from_url(redis_url) as client,
+    ):
         stream = jobs_stream("word-counter")
         jobs = [await queue.submit("word-counter", "onSlow", 0.3) for _ in range(8)]
         pending_seen = []

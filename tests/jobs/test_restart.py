@@ -3,8 +3,10 @@ drains with every job answered once."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -12,6 +14,15 @@ from autoweave_plugins.jobs.keys import jobs_stream, result_key, stats_key
 from tests.redisserver import RedisServer
 
 from ._hosts import Host, wait, worker_plugin
+
+
+def link_of(host: Host) -> dict[str, Any]:
+    link: dict[str, Any] = host.status()["jobs"]["link"]
+    return link
+
+
+def link_is(host: Host, state: str) -> bool:
+    return bool(link_of(host)["state"] == state)
 
 
 def test_hosts_reconnect_after_a_redis_restart_and_the_queue_drains(
@@ -26,7 +37,9 @@ def test_hosts_reconnect_after_a_redis_restart_and_the_queue_drains(
             ids = [f"job-{n}" for n in range(120)]
             for n, job_id in enumerate(ids):
                 args = json.dumps([{"n": n, "sleep": 0.02}])
-                client.xadd(jobs_stream("worker"), {"id": job_id, "hook": "onJobReceived", "args": args})
+                client.xadd(
+                    jobs_stream("worker"), {"id": job_id, "hook": "onJobReceived", "args": args}
+                )
 
         def done() -> int:
             with redis.Redis.from_url(server.url) as client:
@@ -36,7 +49,7 @@ def test_hosts_reconnect_after_a_redis_restart_and_the_queue_drains(
         wait(lambda: done() >= 20, what="some answers")
         server.stop()
         for host in hosts:
-            wait(lambda h=host: h.status()["jobs"]["link"]["state"] == "down", what="down")
+            wait(functools.partial(link_is, host, "down"), what="the link down in status")
         server.start()
         wait(lambda: done() >= 120, timeout=90, what="the queue drained")
         with redis.Redis.from_url(server.url) as client:
@@ -44,8 +57,8 @@ def test_hosts_reconnect_after_a_redis_restart_and_the_queue_drains(
             assert int(client.hget(stats_key("worker"), "done") or 0) == 120
             assert client.xlen(jobs_stream("worker")) == 0
         for host in hosts:
-            link = wait(lambda h=host: (s := h.status()["jobs"]["link"])["state"] == "up" and s)
-            assert link["disconnects"] >= 1
+            wait(functools.partial(link_is, host, "up"), what="the link up again")
+            assert link_of(host)["disconnects"] >= 1
             assert "reconnected" in host.text()
     finally:
         for host in hosts:
