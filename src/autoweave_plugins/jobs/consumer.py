@@ -5,7 +5,8 @@ One reading loop and one heartbeat loop per host:
 
 - **Reading.** Each turn first takes over expired leases (XAUTOCLAIM, every ``heartbeat``
   seconds, or at once after this host gave a job back), then blocks on one XREADGROUP over the
-  streams of the plugins with room. A read never asks for more entries than there are free
+  streams of the plugins with room. When a plugin left out for lack of room gets room again,
+  the blocked read is ended with CLIENT UNBLOCK, so a full plugin never waits on an idle one. A read never asks for more entries than there are free
   slots, in total and per plugin, so a busy host leaves the rest of the queue to other hosts.
   Capacity is the manager's: a worker takes ``scale_out_queue`` calls before another is
   started, up to ``memory.max_workers`` for the plugin and the pool's ``max_workers`` overall.
@@ -31,7 +32,7 @@ from redis import exceptions as redis_errors
 
 from autoweave_plugins.jobs import keys
 from autoweave_plugins.jobs.config import JobsConfig
-from autoweave_plugins.jobs.link import CONNECTION_ERRORS, RedisLink
+from autoweave_plugins.jobs.link import CONNECTION_ERRORS, RedisLink, connect
 from autoweave_plugins.jobs.runner import Delivery, JobRunner
 
 if TYPE_CHECKING:
@@ -65,6 +66,12 @@ class JobConsumer:
         self.per_worker = per_worker
         self.capacity = max_workers * per_worker
         self.link = RedisLink(config.url, name=self.name, max_connections=self.capacity + 8)
+        # The blocking XREADGROUP has a connection of its own, so that it can be cut short
+        # (CLIENT UNBLOCK) when a plugin left out of the read gets room again.
+        self.reader = connect(config.url, name=self.name, max_connections=1)
+        self._reader_id: int | None = None
+        self._reading: frozenset[str] | None = None
+        self._unblocking = False
         self.counters: dict[str, Counter[str]] = {}
         self.queues: dict[str, dict[str, int]] = {}
         self.in_flight: dict[str, dict[bytes, asyncio.Task[None]]] = {}
@@ -79,6 +86,7 @@ class JobConsumer:
         self._rotation = 0
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._unblocks: set[asyncio.Task[None]] = set()
 
     # --- capacity ----------------------------------------------------------------------------
 
@@ -124,6 +132,7 @@ class JobConsumer:
             return
         self._stopping = True
         self._wake.set()
+        self._unblock()
         if self._loops:
             done, _ = await asyncio.wait([self._loops[0]], timeout=READ_BLOCK + 1)
             if not done:  # backing off from an unreachable server: nothing is being read
@@ -141,6 +150,7 @@ class JobConsumer:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.link.close()
+        await self.reader.aclose()
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -186,13 +196,22 @@ class JobConsumer:
         per = min(self.config.batch_size, free // len(take), *map(self._plugin_free, take))
         if per <= 0:
             return
-        reply = await self.link.redis.xreadgroup(
-            keys.GROUP,
-            self.name,
-            {keys.jobs_stream(p): ">" for p in take},
-            count=per,
-            block=int(min(READ_BLOCK, self.config.heartbeat) * 1000),
-        )
+        try:
+            if self._reader_id is None:
+                self._reader_id = int(await self.reader.client_id())
+            self._reading, self._unblocking = frozenset(take), False
+            reply = await self.reader.xreadgroup(
+                keys.GROUP,
+                self.name,
+                {keys.jobs_stream(p): ">" for p in take},
+                count=per,
+                block=int(min(READ_BLOCK, self.config.heartbeat) * 1000),
+            )
+        except CONNECTION_ERRORS:
+            self._reader_id = None  # a new connection will have a new id
+            raise
+        finally:
+            self._reading = None
         for stream, entries in cast(list[Any], reply or []):
             plugin = stream.decode().removeprefix("autoweave:jobs:")
             for entry_id, fields in entries:
@@ -252,8 +271,25 @@ class JobConsumer:
             if not task.cancelled() and task.exception() is not None:
                 log.error("job entry %s failed", delivery.entry_id, exc_info=task.exception())
             self._wake.set()
+            if self._reading is not None and delivery.plugin not in self._reading:
+                self._unblock()  # its plugin has room now, and the read does not include it
 
         task.add_done_callback(finished)
+
+    def _unblock(self) -> None:
+        """End the blocked read now (it returns nothing, as on a timeout; no entry is lost)."""
+        if self._reading is None or self._reader_id is None or self._unblocking:
+            return
+        self._unblocking = True
+        reader_id = self._reader_id
+
+        async def unblock() -> None:
+            with contextlib.suppress(*CONNECTION_ERRORS, redis_errors.ResponseError):
+                await self.link.redis.client_unblock(reader_id)
+
+        task = asyncio.ensure_future(unblock())
+        self._unblocks.add(task)
+        task.add_done_callback(self._unblocks.discard)
 
     # --- heartbeat ---------------------------------------------------------------------------
 
