@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
@@ -32,9 +32,9 @@ from redis.utils import HIREDIS_AVAILABLE
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stats import emit, summary_us
+from tests.redisserver import RedisServer, find_redis_server, free_port
 
 from autoweave_plugins.jobs import JobQueue
-from tests.redisserver import RedisServer, find_redis_server, free_port
 
 SCRIPT = shutil.which("autoweave-plugins", path=str(Path(sys.executable).parent))
 CODE = """
@@ -125,7 +125,7 @@ async def bare_loop(url: str, count: int, parser: Any, batch: int = 1) -> float:
             for n in range(batch):
                 pipe.xadd(stream, {"id": str(n), "hook": "onJobReceived", "args": "[{}]"})
             await pipe.execute()
-        reply = await client.xreadgroup("g", "c", {stream: ">"}, count=batch)
+        reply = cast(list[Any], await client.xreadgroup("g", "c", {stream: ">"}, count=batch))
         ids = [entry_id for entry_id, _ in reply[0][1]]
         await client.xack(stream, "g", *ids)
     rate = count / (time.perf_counter() - started)
