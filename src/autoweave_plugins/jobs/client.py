@@ -173,7 +173,7 @@ class JobQueue:
         waiters = self._waiters.get(channel)
         if waiters is None:
             waiters = self._waiters[channel] = _Waiters()
-            await self._subscribe(channel)
+            await self._subscribe(channel, waiters)
         waiters.count += 1
         try:
             yield waiters
@@ -185,13 +185,14 @@ class JobQueue:
                     with contextlib.suppress(*CONNECTION_ERRORS):
                         await self._pubsub.unsubscribe(channel)
 
-    async def _subscribe(self, channel: bytes) -> None:
+    async def _subscribe(self, channel: bytes, waiters: _Waiters) -> None:
         if self._pubsub is None:
             self._pubsub = self.redis.pubsub()
         try:
             await self._pubsub.subscribe(channel)
         except CONNECTION_ERRORS:
-            return  # the answer is looked for every second instead
+            waiters.subscribed.set()  # no notices: the answer is looked for every second
+            return
         if self._reader is None or self._reader.done():
             self._reader = asyncio.ensure_future(self._read_notices())
 

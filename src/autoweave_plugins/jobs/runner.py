@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autoweave_plugins.errors import (
@@ -230,10 +230,15 @@ class JobRunner:
     async def dead(self, delivery: Delivery, reason: str, last_error: str) -> None:
         job_id = delivery.job_id or ""
         answer = b""
+        last_error = clip(last_error, MAX_MESSAGE)  # it may come from Redis, written by anyone
         if job_id:
             dead = JobDeadLettered(job_id, delivery.plugin, reason, last_error, delivery.deliveries)
             answer, _ = encode_answer(
-                None, dead, host=self.name, deliveries=delivery.deliveries, max_bytes=1
+                None,
+                dead,
+                host=self.name,
+                deliveries=delivery.deliveries,
+                max_bytes=self.config.max_result_bytes,
             )
         fields = self._dead_fields(delivery, reason, last_error)
         plugin = delivery.plugin
@@ -275,8 +280,3 @@ class JobRunner:
 
     def _lease_ms(self) -> int:
         return int(self.config.lease * 1000)
-
-
-def fields_text(fields: Mapping[bytes, bytes]) -> dict[str, str]:
-    """A dead letter's fields as text, for tools that print it."""
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
