@@ -17,7 +17,7 @@ from typing import Any
 from autoweave_plugins.config import from_mapping, load_toml, require
 from autoweave_plugins.discovery import DEFAULT_IGNORE
 from autoweave_plugins.errors import ConfigError
-from autoweave_plugins.jobs.config import JobsConfig
+from autoweave_plugins.jobs_config import JobsConfig
 from autoweave_plugins.policy import GrantPolicy
 
 __all__ = ["LoaderConfig", "ManagerConfig", "Priority", "WatcherConfig", "WorkerPoolConfig"]

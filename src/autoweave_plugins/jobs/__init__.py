@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     )
     from autoweave_plugins.jobs.client import JobQueue
     from autoweave_plugins.jobs.codec import Answer
-    from autoweave_plugins.jobs.config import JobsConfig
     from autoweave_plugins.jobs.consumer import JobConsumer
     from autoweave_plugins.jobs.hotplug import RedisHotplugSource
+    from autoweave_plugins.jobs_config import JobsConfig
 
 _EXPORTS = {
     "InvalidJob": "autoweave_plugins.errors",
@@ -39,7 +39,7 @@ _EXPORTS = {
     "JobsUnavailable": "autoweave_plugins.errors",
     "Answer": "autoweave_plugins.jobs.codec",
     "JobQueue": "autoweave_plugins.jobs.client",
-    "JobsConfig": "autoweave_plugins.jobs.config",
+    "JobsConfig": "autoweave_plugins.jobs_config",
     "JobConsumer": "autoweave_plugins.jobs.consumer",
     "RedisHotplugSource": "autoweave_plugins.jobs.hotplug",
 }

@@ -36,9 +36,9 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.jobs import keys
 from autoweave_plugins.jobs.codec import JOB_ID, Answer, Job, decode_answer, decode_job, encode_job
-from autoweave_plugins.jobs.config import JobsConfig, check_redis_url
 from autoweave_plugins.jobs.link import CONNECTION_ERRORS, connect, redact
 from autoweave_plugins.jobs.scripts import Scripts
+from autoweave_plugins.jobs_config import JobsConfig, check_redis_url
 from autoweave_plugins.manifest.validate import NAME_RE
 
 __all__ = ["JobQueue"]

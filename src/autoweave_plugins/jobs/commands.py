@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from autoweave_plugins.errors import AutoweaveError, ConfigError
-from autoweave_plugins.jobs.config import check_redis_url
+from autoweave_plugins.jobs_config import check_redis_url
 
 if TYPE_CHECKING:
     from autoweave_plugins.jobs.consumer import JobConsumer

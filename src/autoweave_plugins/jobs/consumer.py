@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, cast
 from redis import exceptions as redis_errors
 
 from autoweave_plugins.jobs import keys
-from autoweave_plugins.jobs.config import JobsConfig
 from autoweave_plugins.jobs.link import CONNECTION_ERRORS, RedisLink, connect
 from autoweave_plugins.jobs.runner import Delivery, JobRunner
+from autoweave_plugins.jobs_config import JobsConfig
 
 if TYPE_CHECKING:
     from autoweave_plugins.manager import PluginManager

@@ -35,9 +35,9 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.jobs import keys
 from autoweave_plugins.jobs.codec import Job, decode_job, encode_answer, job_id_of
-from autoweave_plugins.jobs.config import JobsConfig
 from autoweave_plugins.jobs.link import RedisLink
 from autoweave_plugins.jobs.scripts import Scripts
+from autoweave_plugins.jobs_config import JobsConfig
 from autoweave_plugins.rpc.wire_errors import MAX_MESSAGE, clip
 
 if TYPE_CHECKING:

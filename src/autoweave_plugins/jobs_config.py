@@ -1,7 +1,8 @@
 """The ``[jobs]`` section of the host config: where the queue is and how deliveries behave.
 
-Kept free of any Redis import, so that ``settings`` can carry the section without the host
-paying for redis-py unless a queue is configured.
+It lives beside ``settings``, outside the ``jobs`` package, so that the manager's config can
+carry the section without an arrow from ``settings`` into ``jobs`` (whose consumer depends on
+the manager: that would be a loop), and without importing redis-py unless a queue is used.
 """
 
 from __future__ import annotations
