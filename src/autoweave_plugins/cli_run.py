@@ -27,11 +27,12 @@ from autoweave_plugins.control import ControlServer
 from autoweave_plugins.errors import AutoweaveError, ConfigError
 from autoweave_plugins.eventlog import RecentEvents
 from autoweave_plugins.hosts import HostError, HostLock, check_name, host_name_for
+from autoweave_plugins.jobs.commands import RedisServices, add_run_options, usb_source
 from autoweave_plugins.liveview import live_view, log_above
 from autoweave_plugins.manager import PluginManager
 from autoweave_plugins.metrics import serve_metrics
 from autoweave_plugins.settings import ManagerConfig
-from autoweave_plugins.status import EventLogger, host_status
+from autoweave_plugins.status import EventLogger, HostStatus, host_status
 from autoweave_plugins.usb.device import USBEvent
 from autoweave_plugins.usb.dispatch import USBDispatcher
 from autoweave_plugins.usb.simulated import SimulatedSource
@@ -110,22 +111,33 @@ async def _serve(args: argparse.Namespace, lock: HostLock, config: ManagerConfig
         background.append(asyncio.ensure_future(dispatcher.run(simulated)))
         try:
             background += _usb_sources(args, dispatcher)
+            redis = RedisServices()  # --jobs / [jobs] url, --usb redis://
+            await redis.start(args, config, manager, dispatcher)
+
+            def status() -> HostStatus:
+                snapshot = host_status(manager)
+                links = redis.status()
+                if "jobs" in links:
+                    snapshot["jobs"] = links["jobs"]
+                if "hotplug" in links:
+                    snapshot["hotplug"] = links["hotplug"]
+                return snapshot
+
             if args.metrics_port:
                 servers.append(await _metrics(manager, args.metrics_host, args.metrics_port))
                 log.info("metrics: http://%s:%d/metrics", args.metrics_host, args.metrics_port)
-            control = ControlServer(
-                manager, dispatcher, lambda: host_status(manager), lambda: recent.last(200)
-            )
+            control = ControlServer(manager, dispatcher, status, lambda: recent.last(200))
             servers.append(await control.start(lock.socket))
             lock.publish()
             log.info("host %r: control socket %s", lock.name, lock.socket)
             for text in args.simulate_usb:
                 simulated.inject(_usb_event(text))
             if live:
-                view = live_view(console, lambda: host_status(manager), lambda: recent.last(50))
+                view = live_view(console, status, lambda: recent.last(50))
                 background.append(asyncio.ensure_future(view))
             await stop.wait()
             log.info("shutting down: onUnload everywhere, then every worker is stopped")
+            await redis.stop()  # first: the jobs in flight finish and are answered
         finally:
             for task in background:
                 task.cancel()
@@ -185,7 +197,8 @@ def add_run_command(
     )
     run.add_argument(
         "--name",
-        help="the host's name, for --host in client commands (default: from DIR)",
+        help="the host's name, for --host in client commands (default: from DIR), and its "
+        "consumer name in a Redis job queue (default there: hostname:pid)",
     )
     run.add_argument(
         "--metrics-port",
@@ -198,10 +211,12 @@ def add_run_command(
     )
     run.add_argument(
         "--usb",
-        choices=("auto", "udev", "simulated"),
+        type=usb_source,
         default="auto",
-        help="USB event source (default: udev if usable)",
+        metavar="{auto,udev,simulated,redis://HOST:PORT/DB}",
+        help="USB event source (default: udev if usable); a Redis URL reads aw:hotplug",
     )
+    add_run_options(run)  # --jobs
     run.add_argument(
         "--control",
         metavar="SOCKET",

@@ -29,6 +29,8 @@ EVENT_NAMES = frozenset(
         "plugin:discovered", "plugin:prepared", "plugin:loaded", "plugin:unloaded",
         "plugin:reloaded", "plugin:error", "plugin:failed", "worker:created", "worker:terminated",
         "manager:started", "manager:stopped",
+        # emitted by the Redis job consumer (autoweave_plugins.jobs) on the manager's bus
+        "job:started", "job:done", "job:failed", "job:dead",
     }
 )  # fmt: skip
 

@@ -21,6 +21,7 @@ from autoweave_plugins.config import collecting, from_mapping, load_toml, requir
 from autoweave_plugins.discovery import DEFAULT_IGNORE
 from autoweave_plugins.environments.config import EnvironmentsConfig
 from autoweave_plugins.errors import ConfigError
+from autoweave_plugins.jobs_config import JobsConfig
 from autoweave_plugins.output import OutputLimits
 from autoweave_plugins.policy import GrantPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits
@@ -235,6 +236,8 @@ class ManagerConfig:
     """Per-plugin settings, visible to the plugin as ``autoweave.config``."""
     broadcast_concurrency: int = 16
     """Hook calls a ``broadcast`` runs at once."""
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    """The ``[jobs]`` section: the Redis job queue ``autoweave-plugins run`` joins, if any."""
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ManagerConfig:
@@ -245,6 +248,7 @@ class ManagerConfig:
             "policy": GrantPolicy,
             "limits": LimitsConfig,
             "environments": EnvironmentsConfig,
+            "jobs": JobsConfig,
         }
         values = dict(mapping)
         built: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from autoweave_plugins.eventlog import event_line
 from autoweave_plugins.events import Event
@@ -66,6 +66,10 @@ class HostStatus(TypedDict):
     plugins: list[PluginRow]
     rejected: list[RejectedRow]
     stats: ManagerStats
+    jobs: NotRequired[dict[str, Any]]
+    """The Redis job queue link and its health, when ``run --jobs`` joined one."""
+    hotplug: NotRequired[dict[str, Any]]
+    """The ``aw:hotplug`` link and its health, when ``run --usb redis://...`` reads it."""
 
 
 def _last_error(record: PluginRecord) -> str | None:

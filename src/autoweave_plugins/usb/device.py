@@ -24,6 +24,9 @@ class USBEvent:
     bus: int | None = None
     address: int | None = None
     port_path: str | None = None
+    device_id: str | None = None
+    """An id the event's source gives the physical device (the Redis ``aw:hotplug`` field
+    ``device_id``): when set, it alone decides which events stay in order together."""
 
     @classmethod
     def create(cls, action: str, vendor_id: str, product_id: str, **details: Any) -> USBEvent:
@@ -37,7 +40,7 @@ class USBEvent:
             raise InvalidUSBEvent(
                 "product_id", f"must be '0x' and 4 hex digits, not {product_id!r}"
             )
-        for key in ("serial", "manufacturer", "product", "port_path"):
+        for key in ("serial", "manufacturer", "product", "port_path", "device_id"):
             value = details.get(key)
             if value is not None and (not isinstance(value, str) or len(value) > 256):
                 raise InvalidUSBEvent(key, "must be a string of at most 256 characters")
@@ -54,6 +57,7 @@ class USBEvent:
             "bus",
             "address",
             "port_path",
+            "device_id",
         }
         if unknown:
             raise InvalidUSBEvent(sorted(unknown)[0], "unknown field")
@@ -62,6 +66,8 @@ class USBEvent:
     @property
     def device_key(self) -> tuple[object, ...]:
         """Identifies the physical device, so its attach and detach stay in order."""
+        if self.device_id:
+            return ("id", self.device_id)
         if self.bus is not None and self.address is not None:
             return ("addr", self.bus, self.address)
         if self.port_path:
