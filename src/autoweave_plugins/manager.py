@@ -106,6 +106,7 @@ class PluginManager:
             strict=base.strict if strict is None else strict,
             plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
             broadcast_concurrency=base.broadcast_concurrency,
+            plugins=base.plugins,
         )
         pool_config = self.config.worker_pool
         self.cache = ManifestCache()
@@ -355,13 +356,13 @@ class PluginManager:
     async def _assign_worker(
         self, plugin: DiscoveredPlugin, deadline: float, listeners: list[socket.socket]
     ) -> WorkerProcess:
-        worker = await self.pool.acquire(deadline)
-        spec = build_spec(
+        spec = build_spec(  # before a worker is taken: it may refuse (declared paths)
             plugin,
             strict=self.config.strict,
-            extra_imports=self.config.worker_pool.extra_imports,
             config=dict(self.config.plugin_config.get(plugin.name, {})),
+            **self.config.worker_options(plugin.name),
         )
+        worker = await self.pool.acquire(deadline)
         try:
             await worker.assign(
                 spec,

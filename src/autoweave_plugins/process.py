@@ -50,6 +50,8 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
+from autoweave_plugins.policy import GrantPolicy, ensure_declared_paths
+from autoweave_plugins.provision import Provisions
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
 from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.stats import LatencyWindow
@@ -110,6 +112,7 @@ class WorkerProcess:
             self.channel, max_concurrent_requests=max_concurrent_requests
         )
         self._pidfd: int | None = None
+        self.provisions: Provisions | None = None  # private tmp and metadata broker, once assigned
         self._exited = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -187,6 +190,8 @@ class WorkerProcess:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        if self.provisions is not None:
+            await self.provisions.close()
         self._finish(self.exit_reason or "crashed")
 
     def _finish(self, reason: str) -> None:
@@ -299,11 +304,15 @@ class WorkerProcess:
         http: httpx.AsyncClient | None = None,
         fetch_limits: FetchLimits | None = None,
         inbound: list[socket.socket] | None = None,
+        tmp_base: str | None = None,
     ) -> dict[str, Any]:
         """Give this blank worker its plugin: sandbox, import, onLoad. Raises LoadError.
 
         ``http`` is the client the fetch broker uses; without it, ``fetch`` is refused.
+        ``tmp_base`` is where its private temp folder is made (``tmpdirs``).
         """
+        assert self.pid is not None and self.provisions is None
+        self.provisions, spec = Provisions.open(spec, self.pid, tmp_base)
         self.plugin = self.channel.plugin = spec.plugin
         patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
         if http is not None:
@@ -317,13 +326,15 @@ class WorkerProcess:
                 [Kind.ASSIGN, ident, spec.to_wire()],
                 ASSIGN_HOOK,
                 timeout,
-                fds=[s.fileno() for s in inbound or ()],
+                fds=[*self.provisions.fds(), *(s.fileno() for s in inbound or ())],
             )
         except TimeoutError:
             self.kill("timeout")
             raise LoadTimeout(f"loading took longer than {timeout:g} s", spec.plugin) from None
         except PluginCrashed as exc:
             raise LoadError(f"worker died while loading: {exc}", spec.plugin) from None
+        finally:
+            self.provisions.sent()
         return info
 
     async def call(
@@ -382,11 +393,20 @@ def build_spec(
     *,
     strict: bool = False,
     extra_imports: tuple[str, ...] = (),
+    denied_imports: tuple[str, ...] = (),
+    blas_threads: int = 1,
+    policy: GrantPolicy | None = None,
     config: dict[str, Any] | None = None,
     serve_limits: ServeLimits | None = None,
 ) -> WorkerSpec:
-    """The ASSIGN payload for a discovered, validated plugin."""
+    """The ASSIGN payload for a discovered, validated plugin.
+
+    With ``policy``, declared paths that do not exist yet are made first (or refused with
+    ``PolicyRefused``): see ``policy.ensure_declared_paths``.
+    """
     manifest = plugin.manifest
+    if policy is not None:
+        ensure_declared_paths(manifest, policy)
     return WorkerSpec(
         plugin=manifest.name,
         folder=plugin.folder,
@@ -399,5 +419,7 @@ def build_spec(
         config=dict(config or {}),
         strict=strict,
         extra_imports=list(extra_imports),
+        denied_imports=list(denied_imports),
+        blas_threads=blas_threads,
         serve_limits=(serve_limits or ServeLimits()).to_wire(),
     )
