@@ -11,6 +11,7 @@ import dataclasses
 import socket
 
 from autoweave_plugins.broker.metadata import MetadataService, writable_roots
+from autoweave_plugins.errors import LoadError
 from autoweave_plugins.rpc import WorkerSpec
 from autoweave_plugins.tmpdirs import PrivateTmp, private_tmp
 
@@ -30,7 +31,12 @@ class Provisions:
         cls, spec: WorkerSpec, pid: int, tmp_base: str | None = None
     ) -> tuple[Provisions, WorkerSpec]:
         """Set everything up; returns the provisions and the spec that names them."""
-        tmp = private_tmp(pid, tmp_base)
+        try:
+            tmp = private_tmp(pid, tmp_base)
+        except OSError as exc:
+            raise LoadError(
+                f"cannot make the worker's private temp folder: {exc}", spec.plugin
+            ) from None
         host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         spec = dataclasses.replace(spec, tmp_dir=tmp.path, metadata_broker=True)
         broker = MetadataService(host_end, writable_roots(spec.filesystem, tmp.path))

@@ -10,9 +10,15 @@ def attack(device):
     except OSError as exc:
         autoweave.log.warning("reading /etc/shadow refused by the kernel: %s", exc)
     try:
-        import socket  # noqa: F401
+        import subprocess  # noqa: F401
     except ImportError as exc:
         autoweave.log.warning("import refused: %s", exc)
+    try:
+        import socket
+
+        socket.create_connection(("example.com", 80), timeout=2)
+    except OSError as exc:
+        autoweave.log.warning("network refused: %s", exc)
     autoweave.log.warning("now spinning forever; the host will kill this worker at the hook timeout")
     while True:
         pass

@@ -10,8 +10,8 @@ judges the descriptor, not a path the plugin wrote:
   no symlink, as Landlock takes them. That path must still name the same inode (a file deleted
   or moved since, or a mount the host does not see, is refused);
 - Landlock keeps the plugin from moving or linking a file into a grant from anywhere else, so a
-  file found inside one is the plugin's own; the host also refuses chmod on a file with more
-  than one name;
+  file found inside one is the plugin's own; a file with more than one name is refused all the
+  same, in case another name lies outside (a link made by someone else);
 - setuid and setgid bits are never set: the host may be root, and the plugin writes the file's
   contents.
 
@@ -161,6 +161,8 @@ class MetadataService:
             named = None
         if named is None or (named.st_dev, named.st_ino) != (info.st_dev, info.st_ino):
             return _refused(f"{path} changed while it was being checked", errno.ESTALE)
+        if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+            return _refused(f"{path} has several names, and another may lie outside the grants")
         return info
 
 
@@ -171,8 +173,6 @@ def _chmod(fd: int, mode: object, info: os.stat_result) -> Reply:
         return _refused("setuid and setgid bits cannot be set by a plugin")
     if stat.S_ISLNK(info.st_mode):
         return _refused("a symlink has no mode of its own on Linux", errno.EOPNOTSUPP)
-    if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
-        return _refused("the mode of a file with several names is not changed by the broker")
     os.chmod(f"/proc/self/fd/{fd}", mode)
     return [0]
 
