@@ -236,6 +236,12 @@ def run(grant, readonly):
     open(os.path.join(grant, "f"), "w").close()
     os.rename(os.path.join(grant, "f"), os.path.join(readonly, "f"))
 """, error="PermissionError", says=("may only read", '"mode": "readwrite"')),
+    Case("move_out_of_the_plugin_folder", """
+import os
+def run(grant, readonly):
+    os.rename("data.txt", os.path.join(grant, "data.txt"))
+""", error="PermissionError", says=("'data.txt'", "plugin's own folder", "read-only"),
+         files={"data.txt": "shipped"}),
     Case("symlink_in_a_grant", """
 import os
 def run(grant, readonly):

@@ -119,6 +119,14 @@ class Explainer:
             "folders only (a symlink could lead the host or another program out of the grant)"
         )
 
+    def writable(self, path: str) -> bool:
+        """The sandbox lets this plugin write ``path`` (its temp folder or a writable grant)."""
+        resolved = os.path.realpath(path)
+        if self.tmp_dir and _contains(self.tmp_dir, resolved):
+            return True
+        modes = [(len(p), m) for p, m in self.grants if _contains(p, resolved)]
+        return bool(modes) and max(modes)[1] in ("write", "readwrite")
+
     def moved(self, source: str, target: str) -> str:
         return (
             f"{NOTE_PREFIX} (filesystem layer, Landlock): moving {source!r} to {target!r} is "
@@ -198,7 +206,10 @@ class Explainer:
         if error.errno == errno.EXDEV and source and target:
             return self.moved(source, target)
         if error.errno in REFUSED and source:
-            return self.filesystem(target or source, write=True if target else None)
+            if target:  # a move or a link: explain the end the sandbox refuses
+                culprit = source if not self.writable(source) else target
+                return self.filesystem(culprit, write=True)
+            return self.filesystem(source, write=None)
         return None
 
 

@@ -83,8 +83,11 @@ def _wrap_files(explainer: Explainer) -> None:
         paths = [os.fsdecode(p) for p in (source, target) if isinstance(p, str | bytes)]
         if exc.errno == errno.EXDEV and len(paths) == 2:
             add_note_once(exc, explainer.moved(paths[0], paths[1]))
+        elif exc.errno in REFUSED and len(paths) == 2:  # a move or a link: the refused end
+            culprit = paths[0] if not explainer.writable(paths[0]) else paths[1]
+            add_note_once(exc, explainer.filesystem(culprit, True))
         elif exc.errno in REFUSED and paths:
-            add_note_once(exc, explainer.filesystem(paths[-1], writes))
+            add_note_once(exc, explainer.filesystem(paths[0], writes))
 
     def wrap(
         original: Function, writes: Callable[[Sequence[Any], dict[str, Any]], bool]
