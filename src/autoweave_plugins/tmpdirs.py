@@ -11,8 +11,9 @@ Bound: every file is capped by RLIMIT_FSIZE (``WorkerSpec.max_file_bytes``, 256 
 there is no aggregate quota for the folder, as for any granted folder (README, "what is not
 bounded"); the tmpfs of the namespace layer brings one.
 
-Folders left behind by a host that died are swept when the next host makes its first one: a
-folder whose worker pid is no longer alive goes (a reused pid keeps it until its next sweep).
+Folders left behind by a host that died are swept, in a thread, when the next host makes its
+first one: a folder whose worker pid is no longer alive goes (a reused pid keeps it until the
+next sweep).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 
 from autoweave_plugins.roots import worker_tmp_base
 
@@ -65,9 +67,11 @@ class PrivateTmp:
     def create(cls, pid: int, base: str | None = None) -> PrivateTmp:
         base = os.path.realpath(base or worker_tmp_base())
         os.makedirs(base, mode=0o700, exist_ok=True)
-        if base not in _swept:
+        if base not in _swept:  # in a thread: a dead host may have left many files
             _swept.add(base)
-            sweep_stale(base)
+            threading.Thread(
+                target=sweep_stale, args=(base,), name="tmp-sweep", daemon=True
+            ).start()
         return cls(tempfile.mkdtemp(prefix=f"{pid}-", dir=base))  # mode 0700
 
     async def remove(self) -> None:

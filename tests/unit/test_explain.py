@@ -75,3 +75,12 @@ def test_a_note_is_added_once() -> None:
     add_note_once(error, f"{NOTE_PREFIX}: first")
     add_note_once(error, f"{NOTE_PREFIX}: second")
     assert error.__notes__ == [f"{NOTE_PREFIX}: first"]
+
+
+def test_notes_that_plugin_code_broke_are_left_alone(explainer: Explainer) -> None:
+    from autoweave_plugins.rpc import exception_to_wire
+
+    error = MemoryError()
+    error.__notes__ = 42  # type: ignore[attr-defined]
+    explainer.annotate(error)
+    assert exception_to_wire(error)["type"] == "MemoryError"

@@ -99,7 +99,8 @@ def exception_to_wire(exc: BaseException) -> dict[str, str]:
 
     Its notes (``add_note``) follow the message: the sandbox explains its refusals there.
     """
-    notes = [n for n in getattr(exc, "__notes__", ()) if isinstance(n, str)]
+    notes = getattr(exc, "__notes__", None)  # plugin code may have set it to anything
+    notes = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
     message = "\n".join([str(exc), *notes]) if notes else str(exc)
     return wire_error(type(exc).__name__, message, "".join(tb.format_exception(exc)))
 

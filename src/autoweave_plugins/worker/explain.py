@@ -33,9 +33,12 @@ PROCESS_MODULES = (os.sep + "multiprocessing" + os.sep, os.sep + "concurrent" + 
 
 
 def add_note_once(exc: BaseException, note: str) -> None:
-    """Add ``note`` unless the exception already carries a sandbox note."""
-    notes = getattr(exc, "__notes__", ())
-    if not any(isinstance(n, str) and n.startswith(NOTE_PREFIX) for n in notes):
+    """Add ``note`` unless the exception already carries a sandbox note (or plugin code made
+    its ``__notes__`` something other than a list, which ``add_note`` would refuse)."""
+    notes = getattr(exc, "__notes__", [])
+    if isinstance(notes, list) and not any(
+        isinstance(n, str) and n.startswith(NOTE_PREFIX) for n in notes
+    ):
         exc.add_note(note)
 
 

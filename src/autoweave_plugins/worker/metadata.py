@@ -68,13 +68,21 @@ class MetadataClient:
 
     def __init__(self, sock: socket.socket) -> None:
         sock.settimeout(TIMEOUT)
-        self.sock = sock
+        self.sock: socket.socket | None = sock
         self.lock = threading.Lock()
 
     def request(self, fd: int, op: list[Any], shown: object) -> None:
         with self.lock:
-            socket.send_fds(self.sock, [msgpack.packb(op)], [fd])
-            reply = msgpack.unpackb(self.sock.recv(REPLY_BYTES))
+            if self.sock is None:
+                raise OSError(errno.EIO, "the host's metadata broker is gone", shown)
+            try:
+                socket.send_fds(self.sock, [msgpack.packb(op)], [fd])
+                reply = msgpack.unpackb(self.sock.recv(REPLY_BYTES))
+            except BaseException:
+                # A late answer would be read as the next request's: never use it again.
+                self.sock.close()
+                self.sock = None
+                raise
         if reply == [0]:
             return
         code, message = reply if isinstance(reply, list) and len(reply) == 2 else (errno.EIO, "")
