@@ -304,15 +304,14 @@ class WorkerProcess:
         http: httpx.AsyncClient | None = None,
         fetch_limits: FetchLimits | None = None,
         inbound: list[socket.socket] | None = None,
-        tmp_base: str | None = None,
     ) -> dict[str, Any]:
         """Give this blank worker its plugin: sandbox, import, onLoad. Raises LoadError.
 
-        ``http`` is the client the fetch broker uses; without it, ``fetch`` is refused.
-        ``tmp_base`` is where its private temp folder is made (``tmpdirs``).
+        ``http`` is the client the fetch broker uses; without it, ``fetch`` is refused. The
+        worker also gets its private temp folder and metadata broker (``provision``).
         """
         assert self.pid is not None and self.provisions is None
-        self.provisions, spec = Provisions.open(spec, self.pid, tmp_base)
+        self.provisions, spec = Provisions.open(spec, self.pid)
         self.plugin = self.channel.plugin = spec.plugin
         patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
         if http is not None:

@@ -141,6 +141,16 @@ def run(grant, readonly):
     with ThreadPoolExecutor(32) as pool:
         return len(set(pool.map(work, range(32))))
 """, 32),
+    Case("threads_started_by_c_libraries_get_the_same_stack", """
+import ctypes, threading
+def run(grant, readonly):
+    libc = ctypes.CDLL(None)
+    attr = ctypes.create_string_buffer(128)  # what pthread_create uses when given no attributes
+    assert libc.pthread_getattr_default_np(attr) == 0
+    size = ctypes.c_size_t()
+    libc.pthread_attr_getstacksize(attr, ctypes.byref(size))
+    return [size.value, threading.stack_size()]
+""", [2 << 20, 2 << 20]),
     Case("deep_recursion_through_c_in_a_thread", """
 from concurrent.futures import ThreadPoolExecutor
 def down():

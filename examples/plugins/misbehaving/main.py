@@ -7,8 +7,9 @@ def attack(device):
     try:
         with open("/etc/shadow") as secrets:
             autoweave.log.error("read /etc/shadow: %s", secrets.read(20))
-    except OSError as exc:
-        autoweave.log.warning("reading /etc/shadow refused by the kernel: %s", exc)
+    except OSError as exc:  # the sandbox's note (exc.__notes__) says which layer, and the fix
+        notes = " ".join(getattr(exc, "__notes__", []))
+        autoweave.log.warning("reading /etc/shadow refused by the kernel: %s %s", exc, notes)
     try:
         import subprocess  # noqa: F401
     except ImportError as exc:
