@@ -81,6 +81,6 @@ def test_notes_that_plugin_code_broke_are_left_alone(explainer: Explainer) -> No
     from autoweave_plugins.rpc import exception_to_wire
 
     error = MemoryError()
-    error.__notes__ = 42  # type: ignore[attr-defined]
+    setattr(error, "__notes__", 42)  # noqa: B010  (as plugin code may)
     explainer.annotate(error)
     assert exception_to_wire(error)["type"] == "MemoryError"
