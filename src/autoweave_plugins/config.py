@@ -109,7 +109,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         }
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):  # a nested section
         return from_mapping(tp, value, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -18,12 +18,6 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
     ├── UnknownEvent                ``on``/``off`` with an event name that does not exist
     ├── InvalidUSBEvent             a USB event (from udev or the control socket) is malformed
     ├── FetchError                  a brokered HTTP request failed (after its URL was allowed)
-    ├── JobError                    a job on a Redis queue could not be queued, run or answered
-    │   ├── InvalidJob              a job message is malformed: bad JSON, unknown hook, oversized
-    │   ├── JobDeadLettered         the job went to ``autoweave:dead:<plugin>``; carries the last error
-    │   ├── JobQueueFull            the plugin's job stream already holds ``max_len`` jobs
-    │   ├── JobResultTimeout        ``JobQueue.result`` waited its timeout and no answer was recorded
-    │   └── JobsUnavailable         the Redis server of the queue cannot be reached
     └── WorkerError                 something went wrong with a plugin's worker process
         ├── ProtocolError           the worker sent a malformed, oversized or unexpected frame
         ├── LoadError               assigning the plugin failed: sandbox, import or onLoad
@@ -36,6 +30,10 @@ Catch ``AutoweaveError`` to handle anything autoweave-plugins raises on purpose.
         ├── HookTimeout             the hook overran its timeout; its worker was killed
         ├── PluginCrashed           the worker died while the call was in flight
         └── PluginFailed            the plugin's circuit breaker is open (too many crashes)
+
+The Redis job queue's errors (``JobError`` and its subclasses: ``InvalidJob``,
+``JobDeadLettered``, ``JobQueueFull``, ``JobResultTimeout``, ``JobsUnavailable``) live in
+``autoweave_plugins.jobs.errors``, also under ``AutoweaveError``.
 
 Building a plugin's own environment fails with ``EnvironmentBuildError`` and its subclasses,
 which live beside the builder (``autoweave_plugins.environments``), also under ``AutoweaveError``.
@@ -72,15 +70,9 @@ __all__ = [
     "FetchError",
     "HookError",
     "HookTimeout",
-    "InvalidJob",
     "InvalidPath",
     "InvalidURL",
     "InvalidUSBEvent",
-    "JobDeadLettered",
-    "JobError",
-    "JobQueueFull",
-    "JobResultTimeout",
-    "JobsUnavailable",
     "LoadError",
     "LoadTimeout",
     "ManifestError",
@@ -371,57 +363,3 @@ class InvalidUSBEvent(AutoweaveError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"USB event {field}: {message}")
         self.field = field
-
-
-class JobError(AutoweaveError):
-    """Base of the errors of the Redis job queue (``autoweave_plugins.jobs``)."""
-
-
-class InvalidJob(JobError, ValueError):
-    """A job message is malformed. ``field`` names the part that is wrong, ``reason`` says how.
-
-    A host dead-letters such a message with this text as its reason; it is never run or retried.
-    """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"job {field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-class JobDeadLettered(JobError):
-    """The job was moved to the dead-letter stream ``autoweave:dead:<plugin>`` instead of run.
-
-    ``reason`` says why (``max_deliveries`` reached, or a malformed message), ``last_error``
-    is the error of its last delivery (empty if none was recorded), ``deliveries`` how often it
-    was handed to a host.
-    """
-
-    def __init__(
-        self, job_id: str, plugin: str, reason: str, last_error: str, deliveries: int
-    ) -> None:
-        detail = f"; last error: {last_error}" if last_error else ""
-        super().__init__(
-            f"job {job_id} of plugin {plugin!r} was dead-lettered after {deliveries} "
-            f"deliveries: {reason}{detail}"
-        )
-        self.job_id = job_id
-        self.plugin = plugin
-        self.reason = reason
-        self.last_error = last_error
-        self.deliveries = deliveries
-
-
-class JobQueueFull(JobError):
-    """The plugin's job stream holds ``max_len`` jobs: submit again later, or add hosts."""
-
-
-class JobResultTimeout(JobError, TimeoutError):
-    """No answer to the job was recorded within the time ``JobQueue.result`` was given.
-
-    The job may still run later: its answer stays readable for ``result_ttl`` seconds.
-    """
-
-
-class JobsUnavailable(JobError, ConnectionError):
-    """The Redis server of the job queue cannot be reached (after the client's retries)."""

@@ -41,9 +41,9 @@ from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.registry import PluginRecord, PluginState, Registry
-from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits, WorkerSpec
 from autoweave_plugins.scheduler import LoadScheduler
 from autoweave_plugins.settings import LimitsConfig, ManagerConfig, Priority
+from autoweave_plugins.spec_builder import build_spec
 
 __all__ = ["Loader", "WorkerExit", "build_spec", "spawner"]
 
@@ -51,37 +51,6 @@ log = logging.getLogger(__name__)
 
 WorkerExit = Callable[[PluginRecord, WorkerProcess, str], None]
 """Called when a worker attached to a record exits: (record, worker, reason)."""
-
-
-def build_spec(
-    plugin: DiscoveredPlugin,
-    *,
-    strict: bool = False,
-    extra_imports: tuple[str, ...] = (),
-    config: dict[str, Any] | None = None,
-    serve_limits: ServeLimits | None = None,
-    environment: Environment | None = None,
-    max_frame: int = DEFAULT_MAX_FRAME,
-) -> WorkerSpec:
-    """The ASSIGN payload for a discovered, validated plugin (and its own environment)."""
-    manifest = plugin.manifest
-    return WorkerSpec(
-        plugin=manifest.name,
-        folder=plugin.folder,
-        entry=manifest.entry,
-        hooks=dict(manifest.hooks),
-        manifest=dict(manifest.document),
-        filesystem=[(rule.path, rule.mode.value) for rule in manifest.permissions.filesystem],
-        max_heap_mb=manifest.permissions.max_heap_mb,
-        max_threads=manifest.permissions.max_threads,
-        config=dict(config or {}),
-        strict=strict,
-        extra_imports=list(extra_imports),
-        serve_limits=(serve_limits or ServeLimits()).to_wire(),
-        environment_paths=[str(environment.path)] if environment else [],
-        environment_roots=[str(environment.root)] if environment else [],
-        max_frame=max_frame,
-    )
 
 
 def spawner(limits: LimitsConfig) -> Callable[[], Awaitable[WorkerProcess]]:
@@ -295,6 +264,17 @@ class Loader:
         listeners: list[socket.socket],
         environment: Environment | None,
     ) -> WorkerProcess:
+        # Before a worker is taken: a declared path that must be made, or is refused, leaves
+        # no worker behind.
+        spec = build_spec(
+            plugin,
+            strict=self.config.strict,
+            config=dict(self.config.plugin_config.get(plugin.name, {})),
+            serve_limits=self.config.limits.serve,
+            environment=environment,
+            max_frame=self.config.limits.max_frame,
+            **self.config.worker_options(plugin.name),
+        )
         lease = None
         if environment is not None and self.leases is not None:
             lease = self.leases.take(environment)
@@ -309,15 +289,6 @@ class Loader:
         if lease is not None:
             held = lease  # the old version's worker keeps its environment while it drains
             worker.on_exit.append(lambda w, reason, code: held.release())
-        spec = build_spec(
-            plugin,
-            strict=self.config.strict,
-            extra_imports=self.config.worker_pool.extra_imports,
-            config=dict(self.config.plugin_config.get(plugin.name, {})),
-            serve_limits=self.config.limits.serve,
-            environment=environment,
-            max_frame=self.config.limits.max_frame,
-        )
         try:
             await worker.assign(
                 spec,

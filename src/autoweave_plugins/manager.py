@@ -118,6 +118,8 @@ class PluginManager:
                 strict=base.strict if strict is None else strict,
                 plugin_config=plugin_config if plugin_config is not None else base.plugin_config,
                 broadcast_concurrency=base.broadcast_concurrency,
+                jobs=base.jobs,
+                plugins=base.plugins,
             )
         self.environments = EnvironmentBuilder(
             config_built.environments, data_root=Path(default_data_root())

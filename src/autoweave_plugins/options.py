@@ -43,6 +43,8 @@ class WorkerPoolOptions(TypedDict, total=False):
     scale_in_idle: float
     unload_timeout: float
     extra_imports: Sequence[str]
+    denied_imports: Sequence[str]
+    blas_threads: int
 
 
 class LoaderOptions(TypedDict, total=False):

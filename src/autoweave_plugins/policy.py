@@ -29,7 +29,7 @@ from autoweave_plugins.roots import (
     system_location,
 )
 
-__all__ = ["GrantPolicy", "never_granted"]
+__all__ = ["GrantPolicy", "ensure_declared_paths", "never_granted"]
 
 _SAMPLE_NAME = "plugin-name"  # stands in for {plugin} when a root is checked as a path
 
@@ -240,3 +240,66 @@ def _root_problem(root: str) -> str | None:
         if why is not None:
             return f"{root} can never be granted: {why}"
     return None
+
+
+def ensure_declared_paths(manifest: Manifest, policy: GrantPolicy) -> list[str]:
+    """Make the declared paths that do not exist yet; returns the folders made, in order.
+
+    A declared path the plugin will use (its data folder, say) need not exist before the
+    plugin's first load: it is made here, by the host, as a folder (mode 0700, owned by the
+    host's user, as the workers are), with any missing folder between it and its allowed root.
+    Only under an allowed root: anything else is refused with ``PolicyRefused`` naming the
+    permission (``enforce`` refuses it first when it is called first). Folders are made one
+    component at a time through descriptors, never following a symlink, so a plugin that can
+    write under the root cannot redirect the creation elsewhere by planting a link.
+
+    A path that does not exist is made as a folder: to grant a file that does not exist yet,
+    declare its folder.
+    """
+    made: list[str] = []
+    roots = policy.roots_for(manifest.name)
+    for index, rule in enumerate(manifest.permissions.filesystem):
+        if os.path.lexists(rule.path):
+            continue
+        permission = f"$.permissions.filesystem[{index}].path"
+        root = next((r for r in roots if contains(r, rule.path)), None)
+        if root is None:
+            raise PolicyRefused(
+                manifest.name,
+                permission,
+                f"{rule.path} does not exist and lies under no allowed root "
+                f"({', '.join(roots) or 'none'}), so the host will not make it",
+            )
+        try:
+            made += _make_beneath(root, rule.path)
+        except OSError as exc:
+            raise PolicyRefused(
+                manifest.name,
+                permission,
+                f"{rule.path} does not exist and the host could not make it: {exc.strerror or exc}",
+            ) from None
+    return made
+
+
+def _make_beneath(root: str, path: str) -> list[str]:
+    """mkdir -p of ``path`` (which lies under ``root``) without following symlinks below it."""
+    made: list[str] = []
+    os.makedirs(root, mode=0o700, exist_ok=True)  # the operator's own root: may hold links
+    fd = os.open(os.path.realpath(root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    current = root
+    try:
+        for part in path[len(root.rstrip("/")) + 1 :].split("/") if path != root else []:
+            current = f"{current.rstrip('/')}/{part}"
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+                made.append(current)
+            except FileExistsError:
+                pass
+            child = os.open(
+                part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    return made

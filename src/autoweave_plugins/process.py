@@ -48,10 +48,11 @@ from autoweave_plugins.errors import (
     UnsendableValue,
     WorkerError,
 )
+from autoweave_plugins.latency import LatencyWindow
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
+from autoweave_plugins.provision import Provisions
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
-from autoweave_plugins.stats import LatencyWindow
 from autoweave_plugins.tasks import TaskSet
 
 __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
@@ -110,6 +111,7 @@ class WorkerProcess:
             self.channel, max_concurrent_requests=max_concurrent_requests
         )
         self._pidfd: int | None = None
+        self.provisions: Provisions | None = None  # private tmp and metadata broker, once assigned
         self._exited = asyncio.Event()
         self._background = TaskSet("worker")
 
@@ -182,6 +184,8 @@ class WorkerProcess:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        if self.provisions is not None:
+            await self.provisions.close()
         self._finish(self.exit_reason or self._unasked_reason())
 
     def _unasked_reason(self) -> str:
@@ -303,10 +307,13 @@ class WorkerProcess:
         """Give this blank worker its plugin: sandbox, import, onLoad. Raises LoadError.
 
         ``http`` is the client the fetch broker uses; without it, ``fetch`` is refused.
-        ``on_refused`` is told of the plugin's requests that a permission refused.
+        ``on_refused`` is told of the plugin's requests that a permission refused. The
+        worker also gets its private temp folder and metadata broker (``provision``).
         """
         if on_refused is not None:
             self.requests.on_refused = on_refused
+        assert self.pid is not None and self.provisions is None
+        self.provisions, spec = Provisions.open(spec, self.pid)
         self.plugin = self.channel.plugin = spec.plugin
         patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
         if http is not None:
@@ -320,13 +327,15 @@ class WorkerProcess:
                 [Kind.ASSIGN, ident, spec.to_wire()],
                 ASSIGN_HOOK,
                 timeout,
-                fds=[s.fileno() for s in inbound or ()],
+                fds=[*self.provisions.fds(), *(s.fileno() for s in inbound or ())],
             )
         except TimeoutError:
             self.kill("timeout")
             raise LoadTimeout(f"loading took longer than {timeout:g} s", spec.plugin) from None
         except PluginCrashed as exc:
             raise LoadError(f"worker died while loading: {exc}", spec.plugin) from None
+        finally:
+            self.provisions.sent()
         return info
 
     async def call(

@@ -26,11 +26,11 @@ from autoweave_plugins.environments.leases import Lease
 from autoweave_plugins.environments.model import Environment
 from autoweave_plugins.errors import AutoweaveError, UnknownPlugin
 from autoweave_plugins.events import PluginView
+from autoweave_plugins.latency import LatencyWindow
 from autoweave_plugins.permissions.inbound import InboundSpec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import CircuitBreaker
 from autoweave_plugins.settings import Priority
-from autoweave_plugins.stats import LatencyWindow
 
 __all__ = [
     "TRANSITIONS",

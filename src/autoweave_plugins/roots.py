@@ -16,8 +16,8 @@ map has three parts:
   without opening either of them.
 - **host paths**: code that runs outside any sandbox (the interpreter, site-packages, this
   package), the plugin directory (every plugin's code and shipped files), the host's config file
-  (every plugin's ``plugin_config``) and the control socket's folder. Never granted, not even for
-  reading.
+  (every plugin's ``plugin_config``), the control socket's folder and the folder of the
+  workers' private temp folders (``worker_tmp_base``). Never granted, not even for reading.
 
 Shared temp folders (``/tmp``, ``/var/tmp``) may hold data roots, but only as subfolders listed
 explicitly: the folder itself holds every other user's and plugin's files.
@@ -48,6 +48,7 @@ __all__ = [
     "overlaps",
     "runtime_code_paths",
     "system_location",
+    "worker_tmp_base",
 ]
 
 DATA_DIR_NAME = "autoweave-plugins"
@@ -151,8 +152,14 @@ def runtime_code_paths() -> tuple[str, ...]:
     return tuple(sorted({os.path.realpath(p) for p in paths}))
 
 
+def worker_tmp_base() -> str:
+    """Where the host makes each worker's private temp folder (``tmpdirs``)."""
+    return os.path.join(default_data_root(), ".tmp")
+
+
 def host_private_paths() -> tuple[str, ...]:
     """Folders of the host's own that are never granted: where the control sockets and host
-    locks live (``hosts.runtime_path``), and the fallback folder in the temp dir."""
+    locks live (``hosts.runtime_path``), the fallback folder in the temp dir, and the workers'
+    private temp folders."""
     fallback = os.path.join(tempfile.gettempdir(), f"{DATA_DIR_NAME}-{os.getuid()}")
-    return tuple(sorted({fallback, str(runtime_path())}))
+    return tuple(sorted({fallback, str(runtime_path()), worker_tmp_base()}))

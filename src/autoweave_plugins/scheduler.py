@@ -31,9 +31,9 @@ from autoweave_plugins.errors import (
     PolicyRefused,
     SandboxUnavailable,
 )
+from autoweave_plugins.latency import LatencyWindow
 from autoweave_plugins.recovery import backoff_delay
 from autoweave_plugins.settings import LoaderConfig, Priority
-from autoweave_plugins.stats import LatencyWindow
 from autoweave_plugins.tasks import TaskSet
 
 __all__ = ["PERMANENT_ERRORS", "LoadScheduler"]

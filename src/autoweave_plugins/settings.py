@@ -31,6 +31,7 @@ __all__ = [
     "LimitsConfig",
     "LoaderConfig",
     "ManagerConfig",
+    "PluginHostConfig",
     "Priority",
     "WatcherConfig",
     "WorkerPoolConfig",
@@ -84,7 +85,13 @@ class WorkerPoolConfig:
     unload_timeout: float = 2.0
     """Time allowed for onUnload at reclaim and shutdown."""
     extra_imports: tuple[str, ...] = ()
-    """Modules plugin code may import beyond the safe default set."""
+    """Module prefixes plugin code may import although the sandbox refuses them by default
+    (the process-spawning modules; see sandbox/imports.py). Everything else is allowed."""
+    denied_imports: tuple[str, ...] = ()
+    """Module prefixes plugin code may not import, for every plugin."""
+    blas_threads: int = 1
+    """OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS... in every worker: OpenBLAS
+    sizes its buffers by thread count, which would otherwise be the host's CPU count."""
 
     def validate(self, prefix: str) -> None:
         require(self.min_workers >= 0, f"{prefix}.min_workers", "must be >= 0")
@@ -114,6 +121,32 @@ class WorkerPoolConfig:
         require(self.rss_allowance_mb >= 0, f"{prefix}.rss_allowance_mb", "must be >= 0")
         require(self.breaker_threshold >= 1, f"{prefix}.breaker_threshold", "must be >= 1")
         require(self.scale_out_queue >= 1, f"{prefix}.scale_out_queue", "must be >= 1")
+        require(1 <= self.blas_threads <= 1024, f"{prefix}.blas_threads", "must be from 1 to 1024")
+        _check_modules(self.extra_imports, f"{prefix}.extra_imports")
+        _check_modules(self.denied_imports, f"{prefix}.denied_imports")
+
+
+def _check_modules(names: tuple[str, ...], key: str) -> None:
+    for index, name in enumerate(names):
+        require(
+            all(part.isidentifier() for part in name.split(".")),
+            f"{key}[{index}]",
+            f"{name!r} is not a dotted module name",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHostConfig:
+    """Host settings for one plugin: the ``[plugins.NAME]`` table, next to the global ones."""
+
+    extra_imports: tuple[str, ...] = ()
+    """Module prefixes this plugin may import although refused by default or globally."""
+    denied_imports: tuple[str, ...] = ()
+    """Module prefixes this plugin may not import."""
+
+    def validate(self, prefix: str) -> None:
+        _check_modules(self.extra_imports, f"{prefix}.extra_imports")
+        _check_modules(self.denied_imports, f"{prefix}.denied_imports")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +271,32 @@ class ManagerConfig:
     """Hook calls a ``broadcast`` runs at once."""
     jobs: JobsConfig = field(default_factory=JobsConfig)
     """The ``[jobs]`` section: the Redis job queue ``autoweave-plugins run`` joins, if any."""
+    plugins: Mapping[str, PluginHostConfig] = field(default_factory=dict)
+    """Host settings per plugin name (``[plugins.NAME]``); never visible to the plugin."""
+
+    def worker_options(self, plugin: str) -> dict[str, Any]:
+        """``build_spec`` keywords for ``plugin``: imports merged, BLAS threads, the policy.
+
+        For a module prefix named in several places, ``[plugins.NAME]`` decides over
+        ``[worker_pool]``, and a denial over a grant in the same place; the worker then
+        applies the most specific prefix (sandbox/imports.py).
+        """
+        own = self.plugins.get(plugin, PluginHostConfig())
+        pool = self.worker_pool
+        rules = {
+            **dict.fromkeys(pool.extra_imports, True),
+            **dict.fromkeys(pool.denied_imports, False),
+        }
+        rules |= {
+            **dict.fromkeys(own.extra_imports, True),
+            **dict.fromkeys(own.denied_imports, False),
+        }
+        return {
+            "extra_imports": tuple(name for name, allowed in rules.items() if allowed),
+            "denied_imports": tuple(name for name, allowed in rules.items() if not allowed),
+            "blas_threads": pool.blas_threads,
+            "policy": self.policy,
+        }
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ManagerConfig:

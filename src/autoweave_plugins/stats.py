@@ -1,17 +1,17 @@
-"""Stats: latency windows, the shapes of ``get_manager_stats()`` and ``get_plugin_metadata()``,
-and the builders that fill them.
+"""Stats: the shapes of ``get_manager_stats()`` and ``get_plugin_metadata()``, and the builders
+that fill them (latency windows are ``latency.py``'s).
 
-Every number is measured, never a constant. This module sits low (the worker process keeps a
-``LatencyWindow`` too), so the builders do not import what they read: the ``Protocol`` classes
+Every number is measured, never a constant. This module sits low, so the builders do not import what they read: the ``Protocol`` classes
 below say exactly which attributes they use, and records, pools and workers (or test fakes)
 satisfy them structurally.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any, Protocol, TypedDict, cast
+
+from autoweave_plugins.latency import LatencySummary, LatencyWindow, percentile
 
 __all__ = [
     "CacheCounts",
@@ -31,42 +31,6 @@ __all__ = [
     "plugin_metadata",
     "plugin_snapshot",
 ]
-
-
-def percentile(samples: list[float] | deque[float], q: float) -> float | None:
-    """The q-quantile (0..1) by nearest rank, or None without samples."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-class LatencySummary(TypedDict):
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-
-
-class LatencyWindow:
-    """The most recent ``size`` durations, in seconds."""
-
-    __slots__ = ("count", "samples")
-
-    def __init__(self, size: int = 1024) -> None:
-        self.samples: deque[float] = deque(maxlen=size)
-        self.count = 0
-
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-        self.count += 1
-
-    def summary_ms(self) -> LatencySummary:
-        p50, p95, p99 = (percentile(self.samples, q) for q in (0.5, 0.95, 0.99))
-        return {
-            "p50_ms": None if p50 is None else round(p50 * 1000, 3),
-            "p95_ms": None if p95 is None else round(p95 * 1000, 3),
-            "p99_ms": None if p99 is None else round(p99 * 1000, 3),
-        }
 
 
 # --- the shapes ----------------------------------------------------------------------------

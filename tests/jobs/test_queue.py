@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from autoweave_plugins.errors import HookError, HookTimeout, JobDeadLettered
+from autoweave_plugins.errors import HookError, HookTimeout
 from autoweave_plugins.jobs import JobQueue
+from autoweave_plugins.jobs.errors import JobDeadLettered
 from autoweave_plugins.jobs.keys import jobs_stream
 from tests.redisserver import free_port
 

@@ -23,6 +23,8 @@ import pytest
 import pytest_asyncio
 
 from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.roots import worker_tmp_base
+from autoweave_plugins.worker.environment import BLAS_VARIABLES
 from tests.helpers.processes import descendants, process_exists
 from tests.helpers.waiting import plugin_logged, stays_true, wait_until
 from tests.helpers.workers import running, write_plugin
@@ -475,8 +477,13 @@ async def test_cannot_read_host_memory_or_environment(
     for route in ("environ", "mem", "cmdline", "process_vm_readv", "sdk_environ"):
         assert report[route]["ok"] is False, (route, report[route])
     assert report["sdk_environ"]["error"] == "PermissionDenied"
-    # The worker runs with an empty environment: nothing of the host's, not even PATH.
-    assert set(report["os_environ"]["value"]) <= {"LC_CTYPE"}, report["os_environ"]
+    # The worker runs with an empty environment: nothing of the host's, not even PATH. It sets
+    # only its own temp folder and the BLAS thread counts (worker/environment.py), to exactly
+    # the values of its spec.
+    environ = dict(report["os_environ"]["value"])
+    assert environ.pop("TMPDIR", "").startswith(worker_tmp_base() + "/"), environ
+    assert {environ.pop(name, "1") for name in BLAS_VARIABLES} == {"1"}, environ
+    assert set(environ) <= {"LC_CTYPE"}, report["os_environ"]
     assert "AUTOWEAVE_SECURITY_SECRET" not in report["os_environ"]["value"]
     if worker_environ is not None:
         assert worker_environ == b"", worker_environ

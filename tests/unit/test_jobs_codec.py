@@ -11,9 +11,6 @@ from autoweave_plugins.errors import (
     ConfigError,
     HookError,
     HookTimeout,
-    InvalidJob,
-    JobDeadLettered,
-    JobError,
     LoadError,
     PluginCrashed,
 )
@@ -25,6 +22,7 @@ from autoweave_plugins.jobs.codec import (
     encode_answer,
     encode_job,
 )
+from autoweave_plugins.jobs.errors import InvalidJob, JobDeadLettered, JobError
 from autoweave_plugins.settings import ManagerConfig
 
 json_values = st.recursive(

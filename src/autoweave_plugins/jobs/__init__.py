@@ -16,7 +16,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from autoweave_plugins.errors import (
+    from autoweave_plugins.jobs.client import JobQueue
+    from autoweave_plugins.jobs.codec import Answer
+    from autoweave_plugins.jobs.consumer import JobConsumer
+    from autoweave_plugins.jobs.errors import (
         InvalidJob,
         JobDeadLettered,
         JobError,
@@ -24,19 +27,16 @@ if TYPE_CHECKING:
         JobResultTimeout,
         JobsUnavailable,
     )
-    from autoweave_plugins.jobs.client import JobQueue
-    from autoweave_plugins.jobs.codec import Answer
-    from autoweave_plugins.jobs.consumer import JobConsumer
     from autoweave_plugins.jobs.hotplug import RedisHotplugSource
     from autoweave_plugins.jobs_config import JobsConfig
 
 _EXPORTS = {
-    "InvalidJob": "autoweave_plugins.errors",
-    "JobDeadLettered": "autoweave_plugins.errors",
-    "JobError": "autoweave_plugins.errors",
-    "JobQueueFull": "autoweave_plugins.errors",
-    "JobResultTimeout": "autoweave_plugins.errors",
-    "JobsUnavailable": "autoweave_plugins.errors",
+    "InvalidJob": "autoweave_plugins.jobs.errors",
+    "JobDeadLettered": "autoweave_plugins.jobs.errors",
+    "JobError": "autoweave_plugins.jobs.errors",
+    "JobQueueFull": "autoweave_plugins.jobs.errors",
+    "JobResultTimeout": "autoweave_plugins.jobs.errors",
+    "JobsUnavailable": "autoweave_plugins.jobs.errors",
     "Answer": "autoweave_plugins.jobs.codec",
     "JobQueue": "autoweave_plugins.jobs.client",
     "JobsConfig": "autoweave_plugins.jobs_config",

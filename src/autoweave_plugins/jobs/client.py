@@ -28,14 +28,16 @@ from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 
 from autoweave_plugins.errors import (
-    InvalidJob,
-    JobQueueFull,
-    JobResultTimeout,
-    JobsUnavailable,
     UnknownPlugin,
 )
 from autoweave_plugins.jobs import keys
 from autoweave_plugins.jobs.codec import JOB_ID, Answer, Job, decode_answer, decode_job, encode_job
+from autoweave_plugins.jobs.errors import (
+    InvalidJob,
+    JobQueueFull,
+    JobResultTimeout,
+    JobsUnavailable,
+)
 from autoweave_plugins.jobs.link import CONNECTION_ERRORS, connect, redact
 from autoweave_plugins.jobs.scripts import Scripts
 from autoweave_plugins.jobs_config import JobsConfig, check_redis_url

@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 
 from autoweave_plugins import errors
-from autoweave_plugins.errors import AutoweaveError, InvalidJob, JobError, WorkerError
+from autoweave_plugins.errors import AutoweaveError, WorkerError
+from autoweave_plugins.jobs.errors import InvalidJob, JobDeadLettered, JobError
 from autoweave_plugins.rpc.wire_errors import MAX_MESSAGE, MAX_TRACEBACK, MAX_TYPE, clip
 
 __all__ = [
@@ -222,7 +223,7 @@ _BUILDERS: dict[str, Callable[[Mapping[str, Any]], AutoweaveError]] = {
     ),
     "FetchError": lambda d: errors.FetchError(_text(d, "message")),
     "InvalidJob": lambda d: InvalidJob(_text(d, "field", MAX_TYPE), _text(d, "reason")),
-    "JobDeadLettered": lambda d: errors.JobDeadLettered(
+    "JobDeadLettered": lambda d: JobDeadLettered(
         _text(d, "job_id", MAX_TYPE),
         _text(d, "plugin", MAX_TYPE),
         _text(d, "reason"),

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from autoweave_plugins.errors import (
     AutoweaveError,
-    InvalidJob,
-    JobDeadLettered,
     LoadError,
     PluginCrashed,
     PluginFailed,
@@ -35,6 +33,7 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.jobs import keys
 from autoweave_plugins.jobs.codec import Job, decode_job, encode_answer, job_id_of
+from autoweave_plugins.jobs.errors import InvalidJob, JobDeadLettered
 from autoweave_plugins.jobs.link import RedisLink
 from autoweave_plugins.jobs.scripts import Scripts
 from autoweave_plugins.jobs_config import JobsConfig

@@ -14,33 +14,20 @@ from __future__ import annotations
 import difflib
 import keyword
 import re
-from typing import Any
 
-from autoweave_plugins.errors import InvalidURL, ManifestIssue
+from autoweave_plugins.errors import ManifestIssue
 from autoweave_plugins.manifest.dependencies import range_problem
 from autoweave_plugins.manifest.issues import MAX_ISSUES, json_type, key_path, shown
 from autoweave_plugins.manifest.model import (
-    DEFAULT_MAX_HEAP_MB,
-    DEFAULT_MAX_THREADS,
-    DEFAULT_MAX_WORKERS,
     Author,
     Manifest,
-    Permissions,
 )
+from autoweave_plugins.manifest.permission_checks import NO_PERMISSIONS, PermissionChecks
 from autoweave_plugins.manifest.requirements import (
     MAX_REQUIREMENT_LENGTH,
     MAX_REQUIREMENTS,
     requirement_problem,
 )
-from autoweave_plugins.permissions.inbound import MAX_PORT, MIN_PORT, InboundSpec
-from autoweave_plugins.permissions.paths import (
-    DECLARABLE_PATH,
-    FileMode,
-    PathRule,
-    check_declared_path,
-)
-from autoweave_plugins.permissions.urls import URLPattern
-from autoweave_plugins.permissions.usb import USBFilter, normalize_usb_id
 
 __all__ = ["MAX_ISSUES", "validate_document"]
 
@@ -62,90 +49,20 @@ KEYWORDS = frozenset(keyword.kwlist)
 VERSION_RANGE_RE = re.compile(r"[0-9A-Za-z.*^~<>=|+!,\- ]{1,128}\Z")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
-MAX_TEXT = 4096
-MAX_FILESYSTEM_RULES = 64
-MAX_OUTBOUND_PATTERNS = 128
-MAX_USB_IDS = 256
 MAX_HOOKS = 128
 MAX_DEPENDENCIES = 256
-HEAP_RANGE = (16, 4096)
-WORKERS_RANGE = (1, 16)
-THREADS_RANGE = (1, 4096)
 
 TOP_KEYS = frozenset((
     "$schema", "name", "version", "description", "author", "entry", "permissions", "hooks",
     "dependencies", "requirements",
 ))  # fmt: skip
 AUTHOR_KEYS = frozenset(("name", "email", "url"))
-PERMISSION_KEYS = frozenset(("filesystem", "network", "usb", "memory"))
-FS_RULE_KEYS = frozenset(("path", "mode"))
-NETWORK_KEYS = frozenset(("outbound", "inbound"))
-INBOUND_KEYS = frozenset(("port", "interface"))
-USB_KEYS = frozenset(("vendor_ids", "product_ids"))
-MEMORY_KEYS = frozenset(("max_heap_mb", "max_workers", "max_threads"))
-MODES = tuple(m.value for m in FileMode)
-MODE_BY_NAME: dict[object, FileMode] = {m.value: m for m in FileMode}
-NO_USB = USBFilter()
-NO_PERMISSIONS = Permissions()
 
 
-class _Validator:
-    """Collects issues while building the manifest records."""
+class _Validator(PermissionChecks):
+    """Builds the manifest records, section by section, collecting every issue."""
 
-    __slots__ = ("issues",)
-
-    def __init__(self) -> None:
-        self.issues: list[ManifestIssue] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.issues.append(ManifestIssue(path, message))
-
-    @property
-    def full(self) -> bool:
-        """Enough issues to report; further ones are only counted, without costly hints."""
-        return len(self.issues) >= MAX_ISSUES
-
-    def members(self, value: object, path: str, allowed: frozenset[str]) -> dict[str, Any] | None:
-        if type(value) is not dict:
-            self.fail(path, f"must be an object, not {json_type(value)}")
-            return None
-        if not value.keys() <= allowed:
-            for key in value:
-                if key not in allowed:
-                    close = [] if self.full else difflib.get_close_matches(key, allowed, n=1)
-                    hint = f"did you mean {close[0]!r}? " if close else ""
-                    self.fail(
-                        key_path(path, key), f"unknown field; {hint}allowed: {', '.join(allowed)}"
-                    )
-        return value
-
-    def string(self, value: object, path: str, limit: int = MAX_TEXT) -> str | None:
-        if type(value) is not str:
-            self.fail(path, f"must be a string, not {json_type(value)}")
-            return None
-        if len(value) > limit:
-            self.fail(path, f"must be at most {limit} characters (got {len(value)})")
-            return None
-        return value
-
-    def integer(self, value: object, path: str, bounds: tuple[int, int]) -> int | None:
-        low, high = bounds
-        if type(value) is not int:
-            self.fail(path, f"must be an integer from {low} to {high}, not {json_type(value)}")
-            return None
-        if not low <= value <= high:
-            self.fail(path, f"must be from {low} to {high} (got {value})")
-            return None
-        return value
-
-    def array(self, value: object, path: str, limit: int) -> list[Any] | None:
-        if type(value) is not list:
-            self.fail(path, f"must be an array, not {json_type(value)}")
-            return None
-        if len(value) > limit:
-            self.fail(path, f"must have at most {limit} items (got {len(value)})")
-            return None
-        return value
+    __slots__ = ()
 
     # --- sections -------------------------------------------------------------------------
 
@@ -208,159 +125,6 @@ class _Validator:
             self.fail("$.author.url", f"must be an http(s) URL (got {shown(url)})")
         return Author(name, email, url)
 
-    def filesystem(self, value: object) -> tuple[PathRule, ...]:
-        items = self.array(value, "$.permissions.filesystem", MAX_FILESYSTEM_RULES)
-        rules: list[PathRule] = []
-        seen: set[str] = set()
-        for index, item in enumerate(items or ()):
-            if type(item) is dict and item.keys() == FS_RULE_KEYS:
-                path, raw_mode = item["path"], item["mode"]
-                mode = MODE_BY_NAME.get(raw_mode) if type(raw_mode) is str else None
-                if (
-                    type(path) is str
-                    and mode is not None
-                    and path not in seen
-                    and DECLARABLE_PATH.match(path)
-                ):
-                    seen.add(path)
-                    rules.append(PathRule(path, mode))
-                    continue
-            at = f"$.permissions.filesystem[{index}]"
-            doc = self.members(item, at, FS_RULE_KEYS)
-            if doc is None:
-                continue
-            path = mode = None
-            if "path" not in doc:
-                self.fail(f"{at}.path", "is required: the absolute path to grant")
-            else:
-                path = self.string(doc["path"], f"{at}.path")
-                problem = check_declared_path(path) if path is not None else None
-                if problem is not None:
-                    self.fail(f"{at}.path", f"{problem} (got {shown(path)})")
-                    path = None
-                elif path is not None and path in seen:
-                    self.fail(f"{at}.path", f"{path!r} is declared twice")
-                    path = None
-            if "mode" not in doc:
-                self.fail(f"{at}.mode", f"is required: one of {', '.join(MODES)}")
-            else:
-                raw = doc["mode"]
-                if raw in MODES and type(raw) is str:
-                    mode = FileMode(raw)
-                else:
-                    self.fail(f"{at}.mode", f"must be one of {', '.join(MODES)} (got {shown(raw)})")
-            if path is not None and mode is not None:
-                seen.add(path)
-                # check_declared_path already passed, so PathRule cannot raise here.
-                rules.append(PathRule(path, mode))
-        return tuple(rules)
-
-    def outbound(self, value: object) -> tuple[URLPattern, ...]:
-        items = self.array(value, "$.permissions.network.outbound", MAX_OUTBOUND_PATTERNS)
-        patterns: list[URLPattern] = []
-        for index, item in enumerate(items or ()):
-            at = f"$.permissions.network.outbound[{index}]"
-            text = self.string(item, at, 2048)
-            if text is None:
-                continue
-            try:
-                patterns.append(URLPattern.parse(text))
-            except InvalidURL as exc:
-                self.fail(at, f"{exc.reason} (got {shown(text)})")
-        return tuple(patterns)
-
-    def inbound(self, value: object) -> InboundSpec | None:
-        at = "$.permissions.network.inbound"
-        doc = self.members(value, at, INBOUND_KEYS)
-        if doc is None:
-            return None
-        port = None
-        if "port" not in doc:
-            self.fail(f"{at}.port", f"is required: a port from {MIN_PORT} to {MAX_PORT}")
-        else:
-            port = self.integer(doc["port"], f"{at}.port", (MIN_PORT, MAX_PORT))
-        interface = doc.get("interface", "localhost")
-        if interface not in ("localhost", "all") or type(interface) is not str:
-            self.fail(f"{at}.interface", f"must be 'localhost' or 'all' (got {shown(interface)})")
-            return None
-        if port is None:
-            return None
-        return InboundSpec(port, "all" if interface == "all" else "localhost")
-
-    def network(self, value: object) -> tuple[tuple[URLPattern, ...], InboundSpec | None]:
-        doc = self.members(value, "$.permissions.network", NETWORK_KEYS)
-        if doc is None:
-            return (), None
-        outbound = self.outbound(doc["outbound"]) if "outbound" in doc else ()
-        inbound = self.inbound(doc["inbound"]) if "inbound" in doc else None
-        return outbound, inbound
-
-    def usb_ids(self, doc: dict[str, Any], key: str) -> frozenset[str]:
-        at = f"$.permissions.usb.{key}"
-        ids: set[str] = set()
-        for index, raw in enumerate(self.array(doc[key], at, MAX_USB_IDS) or ()):
-            normal = normalize_usb_id(raw)
-            if normal is None:
-                self.fail(
-                    f"{at}[{index}]",
-                    f"must be '0x' and 4 hex digits, e.g. '0x1a2b' (got {shown(raw)})",
-                )
-            else:
-                ids.add(normal)
-        return frozenset(ids)
-
-    def usb(self, value: object) -> USBFilter:
-        doc = self.members(value, "$.permissions.usb", USB_KEYS)
-        if doc is None:
-            return NO_USB
-        vendors = self.usb_ids(doc, "vendor_ids") if "vendor_ids" in doc else frozenset()
-        products = self.usb_ids(doc, "product_ids") if "product_ids" in doc else frozenset()
-        if products and not vendors and "vendor_ids" not in doc:
-            self.fail(
-                "$.permissions.usb.product_ids",
-                "needs vendor_ids: a product id means nothing without its vendor",
-            )
-        return USBFilter(vendors, products)
-
-    def memory(self, value: object) -> tuple[int, int, int]:
-        doc = self.members(value, "$.permissions.memory", MEMORY_KEYS)
-        heap, workers, threads = DEFAULT_MAX_HEAP_MB, DEFAULT_MAX_WORKERS, DEFAULT_MAX_THREADS
-        if doc is not None:
-            if "max_heap_mb" in doc:
-                heap = (
-                    self.integer(doc["max_heap_mb"], "$.permissions.memory.max_heap_mb", HEAP_RANGE)
-                    or heap
-                )
-            if "max_workers" in doc:
-                workers = (
-                    self.integer(
-                        doc["max_workers"], "$.permissions.memory.max_workers", WORKERS_RANGE
-                    )
-                    or workers
-                )
-            if "max_threads" in doc:
-                threads = (
-                    self.integer(
-                        doc["max_threads"], "$.permissions.memory.max_threads", THREADS_RANGE
-                    )
-                    or threads
-                )
-        return heap, workers, threads
-
-    def permissions(self, value: object) -> Permissions:
-        doc = self.members(value, "$.permissions", PERMISSION_KEYS)
-        if not doc:
-            return NO_PERMISSIONS
-        filesystem = self.filesystem(doc["filesystem"]) if "filesystem" in doc else ()
-        outbound, inbound = self.network(doc["network"]) if "network" in doc else ((), None)
-        usb = self.usb(doc["usb"]) if "usb" in doc else NO_USB
-        heap, workers, threads = (
-            self.memory(doc["memory"])
-            if "memory" in doc
-            else (DEFAULT_MAX_HEAP_MB, DEFAULT_MAX_WORKERS, DEFAULT_MAX_THREADS)
-        )
-        return Permissions(filesystem, outbound, inbound, usb, heap, workers, threads)
-
     def hooks(self, value: object) -> dict[str, str]:
         doc = self.mapping(value, "$.hooks")  # keys are checked one by one below
         if doc is None:
@@ -403,12 +167,6 @@ class _Validator:
                     f"must be the name of a function in the entry module, like 'initialize' (got {shown(target)})",
                 )
         return doc
-
-    def mapping(self, value: object, path: str) -> dict[str, Any] | None:
-        if type(value) is not dict:
-            self.fail(path, f"must be an object, not {json_type(value)}")
-            return None
-        return value
 
     def dependencies(self, value: object) -> dict[str, str]:
         doc = self.mapping(value, "$.dependencies")

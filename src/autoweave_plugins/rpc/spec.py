@@ -25,6 +25,9 @@ class WorkerSpec:
     config: dict[str, Any] = field(default_factory=dict)
     strict: bool = False
     extra_imports: list[str] = field(default_factory=list)
+    """Module prefixes plugin code may import although a built-in default refuses them."""
+    denied_imports: list[str] = field(default_factory=list)
+    """Module prefixes the host refuses to this plugin (see sandbox/imports.py)."""
     max_file_bytes: int = 256 << 20
     max_open_files: int = 256
     metrics_per_second: float = 200.0
@@ -35,6 +38,12 @@ class WorkerSpec:
     """Directories holding that environment: read-only to the worker (Landlock, mount view)."""
     max_frame: int = DEFAULT_MAX_FRAME
     """The host's ``limits.max_frame``: the largest frame either side sends or reads."""
+    tmp_dir: str = ""
+    """The worker's private temporary folder (TMPDIR), made by the host; empty: none."""
+    blas_threads: int = 1
+    """OPENBLAS/OMP/MKL... thread counts for the worker (worker/environment.py)."""
+    metadata_broker: bool = False
+    """The first fd sent with ASSIGN is the socket of the host's chmod/utime broker."""
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

@@ -95,8 +95,14 @@ def wire_error(
 
 
 def exception_to_wire(exc: BaseException) -> dict[str, str]:
-    """An exception raised by plugin code, as the worker reports it to the host."""
-    return wire_error(type(exc).__name__, str(exc), "".join(tb.format_exception(exc)))
+    """An exception raised by plugin code, as the worker reports it to the host.
+
+    Its notes (``add_note``) follow the message: the sandbox explains its refusals there.
+    """
+    notes = getattr(exc, "__notes__", None)  # plugin code may have set it to anything
+    notes = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
+    message = "\n".join([str(exc), *notes]) if notes else str(exc)
+    return wire_error(type(exc).__name__, message, "".join(tb.format_exception(exc)))
 
 
 def read_wire_error(value: Any, *, default_message: str = "") -> WireError:

@@ -25,8 +25,9 @@ from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
 from autoweave_plugins.sandbox.native import sandbox_complete
 from autoweave_plugins.sandbox.privileges import drop_privileges
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
-from autoweave_plugins.sandbox.rlimits import apply_rlimits
+from autoweave_plugins.sandbox.rlimits import apply_rlimits, size_thread_stacks
 from autoweave_plugins.sandbox.seccomp import build_filter, load_filter
+from autoweave_plugins.sandbox.system_data import system_data_paths
 from autoweave_plugins.sandbox.threads import cap_threads
 
 __all__ = ["Prepared", "apply_sandbox", "prepare", "probe", "runtime_read_paths"]
@@ -44,6 +45,7 @@ def runtime_read_paths() -> list[str]:
     candidates.update(path for path in sys.path if path)
     candidates.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this package
     candidates.update(SYSTEM_LIBRARIES)
+    candidates.update(system_data_paths())
     return sorted(path for path in candidates if os.path.exists(path))
 
 
@@ -83,11 +85,13 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
         timings[name] = round((now - clock) * 1000, 3)
         clock = now
 
-    report["rlimits"] = apply_rlimits(
+    limits = apply_rlimits(
         max_heap_mb=spec.max_heap_mb,
         max_file_bytes=spec.max_file_bytes,
         max_open_files=spec.max_open_files,
     )
+    limits["c_thread_stacks"] = int(size_thread_stacks())
+    report["rlimits"] = limits
     threads = cap_threads(spec.max_threads)  # needs CAP_SETUID: before privileges are dropped
     report["threads"] = threads
     if threads["means"] == "none":
@@ -100,10 +104,11 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
         missing.append("no_new_privs")
     statm = f"/proc/{os.getpid()}/statm"  # lets the worker report its own RSS in pongs
     try:
+        private_tmp = [(spec.tmp_dir, "readwrite")] if spec.tmp_dir else []
         report["landlock"] = apply_landlock(
             # Its own environment, read-only like its folder; never another plugin's.
-            [*runtime_read_paths(), spec.folder, *spec.environment_roots],
-            spec.filesystem,
+            [*prepared.read_paths, spec.folder, *spec.environment_roots],
+            [*spec.filesystem, *private_tmp],
             extra=[(statm, AccessFS.READ_FILE)],
         )
     except OSError as exc:

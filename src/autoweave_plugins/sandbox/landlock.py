@@ -1,9 +1,16 @@
 """The worker's Landlock ruleset: which files it may touch, no TCP, no signals or abstract
 sockets outside itself.
 
-Rules: read-only on the interpreter, stdlib, site-packages and system libraries; read on the
-plugin's own folder; each declared path with exactly its mode. Every filesystem right the
-kernel knows is handled, so anything not granted is denied. TCP bind and connect are handled
+Rules: read-only on the interpreter, stdlib, site-packages, system libraries and system data
+(``system_data.py``); read on the plugin's own folder; each declared path, and the worker's
+private tmp, with exactly its mode. Every filesystem right the kernel knows is handled, so
+anything not granted is denied.
+
+A writable folder also gets REFER, so ``os.rename``/``os.replace`` between folders inside it
+work (without REFER the kernel answers EXDEV to any rename that changes directory). Landlock
+allows such a move only when the file gains no right by it: never out of a grant, never into a
+read-only one or anywhere else; between two writable grants of the same mode it is allowed,
+which is no more than copying and deleting there. TCP bind and connect are handled
 with no port rule, so both are denied. Rights that only make sense on directories are masked
 off for files, as the kernel requires.
 """
@@ -31,6 +38,7 @@ WRITE = (
     | AccessFS.MAKE_DIR
     | AccessFS.REMOVE_FILE
     | AccessFS.REMOVE_DIR
+    | AccessFS.REFER
 )
 # Rights the kernel accepts on a non-directory.
 FILE_RIGHTS = (

@@ -99,7 +99,9 @@ def probe() -> SandboxProbe:
         if library and mode
         else "libseccomp or kernel seccomp missing",
     )
-    layers["rlimits"] = LayerStatus(True, "RLIMIT_DATA, STACK (8 MiB), FSIZE, NOFILE, CORE")
+    layers["rlimits"] = LayerStatus(
+        True, "RLIMIT_DATA, STACK (8 MiB; 2 MiB for other threads), FSIZE, NOFILE, CORE"
+    )
     means = thread_cap_means()
     layers["thread_cap"] = LayerStatus(
         True,

@@ -63,6 +63,8 @@ def main() -> int:
     if assigned is None:
         return 0
     ident, spec = assigned
+    # The host's chmod/utime broker comes first among the descriptors (provision.py).
+    broker = socket.socket(fileno=inbound.pop(0)) if spec.metadata_broker and inbound else None
     try:
         report = apply_sandbox(spec, prepared)
     except SandboxUnavailable as exc:
@@ -70,7 +72,7 @@ def main() -> int:
         sock.sendall(encode([Kind.ERROR, ident, error]))
         return EXIT_SANDBOX
     listeners = [socket.socket(fileno=fd) for fd in inbound]
-    asyncio.run(runtime.serve(sock, spec, decoder, ident, report, listeners))
+    asyncio.run(runtime.serve(sock, spec, decoder, ident, report, listeners, broker))
     return 0
 
 

@@ -9,7 +9,6 @@ the host's timeout kills the worker: Python code cannot be interrupted from outs
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import itertools
 import logging
@@ -38,7 +37,12 @@ from autoweave_plugins.rpc import (
 )
 from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.sandbox.imports import ImportGuard
+from autoweave_plugins.worker.entry import import_entry
+from autoweave_plugins.worker.environment import prepare_environment
+from autoweave_plugins.worker.explain import Explainer
 from autoweave_plugins.worker.http import start_servers, stop_servers
+from autoweave_plugins.worker.metadata import MetadataClient, install_metadata
+from autoweave_plugins.worker.refusals import install_refusals
 
 __all__ = ["PluginRuntime"]
 
@@ -64,6 +68,7 @@ class PluginRuntime(asyncio.Protocol):
         self.spec = spec
         self.decoder = decoder
         decoder.max_frame = spec.max_frame  # the host's limit holds both ways
+        self.explainer = Explainer.for_spec(spec)
         self.paths = PathPolicy([PathRule(p, FileMode(m)) for p, m in spec.filesystem])
         self.hooks: dict[str, Callable[..., Any]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -125,7 +130,7 @@ class PluginRuntime(asyncio.Protocol):
         try:
             result = function(*args, **kwargs)
         except BaseException as exc:
-            self.send([Kind.ERROR, ident, exception_to_wire(exc)])
+            self.send([Kind.ERROR, ident, exception_to_wire(self.explainer.annotate(exc))])
             return
         if inspect.isawaitable(result):
             self.tasks[ident] = asyncio.ensure_future(self._finish(ident, result))
@@ -139,7 +144,7 @@ class PluginRuntime(asyncio.Protocol):
             error = wire_error("CancelledError", "cancelled by the host", "")
             self.send([Kind.ERROR, ident, error])
         except BaseException as exc:
-            self.send([Kind.ERROR, ident, exception_to_wire(exc)])
+            self.send([Kind.ERROR, ident, exception_to_wire(self.explainer.annotate(exc))])
         else:
             self._reply(ident, result)
         finally:
@@ -213,7 +218,7 @@ class PluginRuntime(asyncio.Protocol):
 
     # --- loading -------------------------------------------------------------------------
 
-    async def load(self) -> dict[str, Any]:
+    async def load(self, broker: socket.socket | None = None) -> dict[str, Any]:
         """Import the entry and run onLoad. Raises whatever the plugin raises."""
         spec = self.spec
         handler = _HostLogHandler(self)
@@ -224,25 +229,11 @@ class PluginRuntime(asyncio.Protocol):
         plugin_log.propagate = False
         sdk._bind(self, spec.manifest, spec.config)
         sys.modules["autoweave"] = sdk
-        entry_path = os.path.join(spec.folder, spec.entry)
-        sys.path.insert(0, os.path.dirname(entry_path))
-        if os.path.dirname(entry_path) != spec.folder:
-            sys.path.insert(0, spec.folder)
-        # Its own environment right after its own folders: its pins win over the runtime's
-        # packages. Plain entries, so no .pth file in it runs.
-        own = 1 if os.path.dirname(entry_path) == spec.folder else 2
-        sys.path[own:own] = spec.environment_paths
-        ImportGuard(
-            spec.plugin, spec.folder, spec.extra_imports, environment=spec.environment_paths
-        ).install()
-        module_spec = importlib.util.spec_from_file_location(
-            f"autoweave_plugin_{spec.plugin.replace('-', '_')}", entry_path
-        )
-        if module_spec is None or module_spec.loader is None:
-            raise ImportError(f"cannot load {entry_path}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_spec.name] = module
-        module_spec.loader.exec_module(module)
+        prepare_environment(spec)
+        install_refusals(self.explainer)
+        if broker is not None:
+            install_metadata(MetadataClient(broker))
+        module = import_entry(spec, self._guard)
         for hook, target in spec.hooks.items():
             function = getattr(module, target, None)
             if not callable(function):
@@ -257,6 +248,12 @@ class PluginRuntime(asyncio.Protocol):
                 await result
         return {"hooks": sorted(self.hooks)}
 
+    def _guard(self, package: str) -> None:
+        spec = self.spec
+        ImportGuard(
+            spec.plugin, spec.folder, spec.extra_imports, spec.denied_imports, package
+        ).install()
+
 
 async def serve(
     sock: socket.socket,
@@ -265,6 +262,7 @@ async def serve(
     assign_id: int,
     sandbox: dict[str, Any],
     listeners: list[socket.socket],
+    broker: socket.socket | None = None,
 ) -> None:
     """Load the plugin, answer the ASSIGN, then serve frames until the host closes the channel."""
     loop = asyncio.get_running_loop()
@@ -273,9 +271,9 @@ async def serve(
     await loop.create_connection(lambda: runtime, sock=sock)
     started = time.perf_counter()
     try:
-        info = await runtime.load()
+        info = await runtime.load(broker)
     except BaseException as exc:
-        runtime.send([Kind.ERROR, assign_id, exception_to_wire(exc)])
+        runtime.send([Kind.ERROR, assign_id, exception_to_wire(runtime.explainer.annotate(exc))])
         await asyncio.sleep(0)
         return
     info["load_ms"] = round((time.perf_counter() - started) * 1000, 3)
