@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.workers import close_shared_template
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,3 +58,10 @@ def make_plugin(tmp_path: Path) -> MakePlugin:
         return base
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_template() -> Iterator[None]:
+    """Stop the session's worker template (``tests.workers``) once every test is done."""
+    yield
+    asyncio.run(close_shared_template())

@@ -28,6 +28,7 @@ from autoweave_plugins.manifest.validate import NAME_RE
 from autoweave_plugins.metrics import serve_metrics
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
 from autoweave_plugins.settings import ManagerConfig
+from autoweave_plugins.startmethod import probe_start_method
 from autoweave_plugins.status import EventLogger, live_status
 from autoweave_plugins.usb.device import USBEvent
 from autoweave_plugins.usb.dispatch import USBDispatcher
@@ -88,8 +89,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     result = probe()
+    start = asyncio.run(probe_start_method())
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), "start_method": start}, indent=2))
     else:
         for name, status in result.layers.items():
             mark = "yes" if status.available else "no "
@@ -99,6 +101,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print(
             "strict mode: "
             + ("available" if not missing else f"unavailable, missing {', '.join(missing)}")
+        )
+        why = f"; template unavailable: {start['fallback_reason']}"
+        print(
+            f"start method: {start['active']} (a blank worker was ready in "
+            f"{start['blank_worker_ready_ms']} ms{why if start['fallback_reason'] else ''})"
         )
     return 0 if not result.missing_required else 1
 

@@ -42,6 +42,9 @@ class WorkerPoolOptions(TypedDict, total=False):
     scale_in_idle: float
     unload_timeout: float
     extra_imports: Sequence[str]
+    start_method: str
+    template_max_forks: int
+    template_max_age: float
 
 
 class LoaderOptions(TypedDict, total=False):

@@ -24,6 +24,7 @@ from autoweave_plugins.errors import (
     UnknownPlugin,
 )
 from autoweave_plugins.events import Event
+from tests.workers import START_METHOD
 
 CODE = """
 import asyncio, os, time
@@ -106,7 +107,12 @@ def first(m: PluginManager, name: str, reason: str | None = None) -> asyncio.Eve
 
 
 def manager(root: Path, **options: Any) -> PluginManager:
-    pool = {"min_workers": 1, "max_workers": 8, **options.pop("worker_pool", {})}
+    pool = {
+        "min_workers": 1,
+        "max_workers": 8,
+        "start_method": START_METHOD,
+        **options.pop("worker_pool", {}),
+    }
     return PluginManager(root, worker_pool=pool, **options)
 
 
