@@ -85,6 +85,12 @@ def pss_kib(pid: int | None) -> int:
     raise AssertionError("no Pss line")
 
 
+def uss_kib(pid: int | None) -> int:
+    """Private (unshared) memory: what the worker alone costs."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        return sum(int(line.split()[1]) for line in rollup if line.startswith("Private_"))
+
+
 def stats_kib(values: list[int]) -> dict[str, float]:
     return {"p50_kib": statistics.median(values), "max_kib": max(values), "sum_kib": sum(values)}
 
@@ -108,16 +114,21 @@ async def blank_ready() -> dict[str, Any]:
     ours: list[float] = []
     floor: list[float] = []
     blank_pss: list[int] = []
+    blank_uss: list[int] = []
     for _ in range(ROUNDS):
         bare.stdin.write(f"{PER_ROUND}\n")
         bare.stdin.flush()
         floor += json.loads(await asyncio.to_thread(bare.stdout.readline))
+        workers = []
         for _ in range(PER_ROUND):
             start = time.perf_counter()
-            worker = await WorkerProcess.start(functools.partial(fork_from, template))
+            workers.append(await WorkerProcess.start(functools.partial(fork_from, template)))
             ours.append(time.perf_counter() - start)
+        for worker in workers:  # PSS splits shared pages among those alive: 10 and the template
             await worker.ping()
             blank_pss.append(pss_kib(worker.pid))
+            blank_uss.append(uss_kib(worker.pid))
+        for worker in workers:
             await worker.stop()
     bare.stdin.close()
     bare.wait()
@@ -135,7 +146,8 @@ async def blank_ready() -> dict[str, Any]:
         "blank_worker_ready": summary_ms(ours),
         "bare_os_fork_of_a_warmed_process": summary_ms(floor),
         "ready_over_bare_fork_p50": round(statistics.median(ours) / statistics.median(floor), 2),
-        "blank_worker_pss": stats_kib(blank_pss),
+        "blank_worker_pss_10_alive": stats_kib(blank_pss),
+        "blank_worker_uss": stats_kib(blank_uss),
         "spawned_worker_ready": summary_ms(spawned),
     }
 
@@ -177,6 +189,7 @@ async def many(root: Path, count: int, settle: float) -> dict[str, Any]:
         await asyncio.sleep(settle)  # let the loads' garbage and page faults settle
         workers = [w for r in m.records.values() for w in r.workers]
         pss = [pss_kib(w.pid) for w in workers]
+        uss = [uss_kib(w.pid) for w in workers]
         method = m.pool.start_method
         template_pid = method.template.pid if method and method.template else None
         template_pss = pss_kib(template_pid) if template_pid else 0
@@ -192,6 +205,7 @@ async def many(root: Path, count: int, settle: float) -> dict[str, Any]:
         "load_many_s": round(seconds, 3),
         "failed": failed,
         "worker_pss": stats_kib(pss),
+        "worker_uss": stats_kib(uss),
         "total_pss_mib_workers_and_template": round((sum(pss) + template_pss) / 1024, 1),
         "host_rss_mib": round(host_rss / (1 << 20), 1),
         "host_idle_cpu_percent_of_one_core": round(idle_cpu * 100, 2),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -57,6 +58,8 @@ from autoweave_plugins.tasks import TaskSet
 __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
 
 log = logging.getLogger(__name__)
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 
@@ -251,12 +254,24 @@ class WorkerProcess:
         return Sample(rss, times.user + times.system)
 
     def measure_rss(self) -> int | None:
-        """The worker's resident memory, read by the host from /proc (psutil)."""
-        sample = self.sample()
-        if sample is None:
+        """The worker's resident memory, read by the host from /proc/PID/statm.
+
+        The memory check reads it for every worker every second: one raw read here costs
+        ~12 us where psutil's sample costs ~150 us, 15% of a core for 1,000 workers. The pid
+        is safe to name: the worker is the host's child, not reaped while alive.
+        """
+        if self.pid is None or not self.alive:
             return None
-        self.stats.rss = sample.rss
-        return sample.rss
+        try:
+            fd = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                rss = int(os.read(fd, 256).split()[1]) * PAGE_SIZE
+            finally:
+                os.close(fd)
+        except (OSError, ValueError, IndexError):
+            return None
+        self.stats.rss = rss
+        return rss
 
     # --- what the channel routes here ----------------------------------------------------
 
