@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit run bench clean
+.PHONY: test lint typecheck unit spawn-pass run bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+	$(MAKE) spawn-pass
+
+# The full suite runs on the default start method (workers forked from the template). This
+# second pass runs the tests where how a worker is born matters (its start, sandbox, process
+# and kernel attacks, the manager's lifecycle) on spawned workers, the fallback. Broker-side
+# attacks run the same host code whichever way the worker started, so they run once.
+SPAWN_PASS := tests/integration/test_worker.py tests/integration/test_manager.py \
+	$(addprefix tests/security/test_attacks_,process.py kernel.py lifetime.py presandbox.py \
+	threads.py filesystem.py network.py resources.py protocol.py)
+spawn-pass: $(STAMP)
+	AUTOWEAVE_START_METHOD=spawn $(BIN)/pytest -q $(SPAWN_PASS)
 
 # The main job: the host on the example plugins, with a simulated USB attach. Ctrl-C stops it.
 # `prepare` builds the environments of plugins with requirements (friendly-units: humanize,
@@ -45,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reload_bench.py
 	$(BIN)/python bench/environments_bench.py
 	$(BIN)/python bench/jobs_bench.py
+	$(BIN)/python bench/template_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

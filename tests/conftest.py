@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.plugins import DEFAULT_CODE, write_plugin_folder
+from tests.helpers.workers import close_shared_template
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,3 +56,10 @@ def make_plugin(plugin_root: Path) -> MakePlugin:
         return write_plugin_folder(root or plugin_root, name, code, folder=folder, **fields)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_template() -> Iterator[None]:
+    """Stop the session's worker template (``tests.workers``) once every test is done."""
+    yield
+    asyncio.run(close_shared_template())

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import array
 import asyncio
+import heapq
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +98,7 @@ class Routes:
 class _Pending:
     future: asyncio.Future[Any]
     hook: str
+    expired: bool = False  # its caller got TimeoutError; a late answer may still come
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -125,6 +128,11 @@ class Channel(asyncio.Protocol):
         self._closed = False
         self.assign_refused = False
         """The worker answered its assignment with an error: its exit is ``load_failed``."""
+        # Request deadlines: one heap and one timer per channel, armed for the earliest
+        # deadline, instead of a timer (and its cancellation) per request.
+        self._deadlines: list[tuple[float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     async def open(self, sock: socket.socket) -> None:
         """Start reading ``sock``; it is kept to pass file descriptors with sendmsg."""
@@ -242,18 +250,54 @@ class Channel(asyncio.Protocol):
             await self._send_with_fds(payload, fds)
         else:
             self._write(payload)
+        if timeout is not None:
+            self._add_deadline(future.get_loop().time() + timeout, ident)
         try:
-            if timeout is None:
-                return await future
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            future.add_done_callback(_consume)  # a late answer or failure that nobody awaits
-            raise
+            return await future
         except asyncio.CancelledError:
             self._pending.pop(ident, None)
             if frame[0] == Kind.CALL:
                 self.send([Kind.CANCEL, ident])
             raise
+
+    def _add_deadline(self, deadline: float, ident: int) -> None:
+        heapq.heappush(self._deadlines, (deadline, ident))
+        if len(self._deadlines) > 2 * len(self._pending) + 64:  # mostly answered: prune
+            self._deadlines = [d for d in self._deadlines if self._awaited(d[1])]
+            heapq.heapify(self._deadlines)
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _awaited(self, ident: int) -> bool:
+        pending = self._pending.get(ident)
+        return pending is not None and not pending.expired and not pending.future.done()
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._expire)
+        self._timer_at = when
+
+    def _expire(self) -> None:
+        """Fail each request whose deadline passed with TimeoutError. Its id stays pending,
+        with a fresh future, so that a late answer is still recognised (and awaited by a
+        cancel, see ``process``)."""
+        self._timer, self._timer_at = None, math.inf
+        now = asyncio.get_running_loop().time()
+        while self._deadlines:
+            deadline, ident = self._deadlines[0]
+            if not self._awaited(ident):
+                heapq.heappop(self._deadlines)
+                continue
+            if deadline > now:
+                self._arm(deadline)
+                return
+            heapq.heappop(self._deadlines)
+            pending = self._pending[ident]
+            late = pending.future.get_loop().create_future()
+            late.add_done_callback(_consume)  # a late answer or failure nobody awaits
+            self._pending[ident] = _Pending(late, pending.hook, expired=True)
+            pending.future.set_exception(TimeoutError())
 
     def pending(self, ident: int) -> asyncio.Future[Any] | None:
         """The future of request ``ident`` if it is still awaited."""
@@ -275,6 +319,10 @@ class Channel(asyncio.Protocol):
     def close(self, reason: str) -> None:
         """The worker is gone (or going): fail everything in flight, naming ``reason``."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         for ident, pending in list(self._pending.items()):
             if not pending.future.done():
                 pending.future.set_exception(

@@ -7,6 +7,7 @@ and the commands that drive a running host in ``cli_client``. Every subcommand a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from autoweave_plugins.manifest.model import MANIFEST_FILENAME
 from autoweave_plugins.manifest.requirements import requirement_problem
 from autoweave_plugins.manifest.validate import NAME_RE
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
+from autoweave_plugins.startmethod import probe_start_method
 
 __all__ = ["main", "program"]
 
@@ -102,8 +104,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     result = probe()
+    start = asyncio.run(probe_start_method())
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), "start_method": start}, indent=2))
     else:
         for name, status in result.layers.items():
             mark = "yes" if status.available else "no "
@@ -113,6 +116,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print(
             "strict mode: "
             + ("available" if not missing else f"unavailable, missing {', '.join(missing)}")
+        )
+        why = f"; template unavailable: {start['fallback_reason']}"
+        print(
+            f"start method: {start['active']} (a blank worker was ready in "
+            f"{start['blank_worker_ready_ms']} ms{why if start['fallback_reason'] else ''})"
         )
     return 0 if not result.missing_required else 1
 

@@ -38,7 +38,7 @@ from autoweave_plugins.errors import (
     UnsendableValue,
 )
 from autoweave_plugins.events import Event, EventBus, Listener
-from autoweave_plugins.loader import Loader, spawner
+from autoweave_plugins.loader import Loader
 from autoweave_plugins.manifest.cache import ManifestCache
 from autoweave_plugins.metrics import ManagerMetrics
 from autoweave_plugins.options import (
@@ -64,6 +64,7 @@ from autoweave_plugins.settings import (
     WatcherConfig,
     WorkerPoolConfig,
 )
+from autoweave_plugins.startmethod import StartMethod
 from autoweave_plugins.stats import (
     ManagerStats,
     PluginMetadata,
@@ -138,7 +139,10 @@ class PluginManager:
         self.bus = EventBus()
         self.records = Registry()
         self.metrics = ManagerMetrics(self.get_manager_stats, self._plugin_snapshots)
-        self.pool = WorkerPool(self.config.worker_pool, spawn=spawner(self.config.limits))
+        self.pool = WorkerPool(
+            self.config.worker_pool,
+            start_method=StartMethod(self.config.worker_pool, self.config.limits),
+        )
         leases = Leases(self.environments.store)
         self.loader = Loader(self.config, self.records, self.pool, self.bus, self.metrics, leases)
         self.supervisor = Supervisor(self.config, self.records, self.loader, self.bus)

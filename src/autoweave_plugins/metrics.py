@@ -217,9 +217,15 @@ class ManagerMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(stats, plugins))
+        # labels() takes a lock and builds a key on every call; a call's series is looked up
+        # here instead (as many as the histogram keeps anyway: one per declared hook).
+        self._call_series: dict[tuple[str, str], Histogram] = {}
 
     def observe_call(self, plugin: str, hook: str, seconds: float) -> None:
-        self.call_seconds.labels(plugin, hook).observe(seconds)
+        series = self._call_series.get((plugin, hook))
+        if series is None:
+            series = self._call_series[plugin, hook] = self.call_seconds.labels(plugin, hook)
+        series.observe(seconds)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode("utf-8")

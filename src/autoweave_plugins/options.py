@@ -45,6 +45,9 @@ class WorkerPoolOptions(TypedDict, total=False):
     extra_imports: Sequence[str]
     denied_imports: Sequence[str]
     blas_threads: int
+    start_method: str
+    template_max_forks: int
+    template_max_age: float
 
 
 class LoaderOptions(TypedDict, total=False):

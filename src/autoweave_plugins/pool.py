@@ -6,7 +6,9 @@ the cap, it asks ``make_room`` (the supervisor reclaims the least recently used 
 if nothing can be reclaimed, the request waits for a slot until its deadline.
 
 The pool imports nothing above it: ``make_room``, ``on_created`` and ``on_terminated`` are
-callables its owner injects, and ``spawn`` starts one process (a fake in unit tests).
+callables its owner injects, and ``spawn`` starts one process (a fake in unit tests). With a
+``start_method`` (``startmethod.StartMethod``: the template, or spawning, with the fallback)
+the pool starts workers through it, opens it before the first spare and closes it last.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from autoweave_plugins.errors import LoadTimeout, WorkerError
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.settings import WorkerPoolConfig
+from autoweave_plugins.startmethod import StartMethod
 
 __all__ = ["WorkerPool"]
 
@@ -53,13 +57,15 @@ class WorkerPool:
         on_created: Callable[[WorkerProcess], None] = _ignore,
         on_terminated: Callable[[WorkerProcess, ExitReason], None] = _ignore,
         spawn: Callable[[], Awaitable[WorkerProcess]] = WorkerProcess.spawn,
+        start_method: StartMethod | None = None,
     ) -> None:
         self.config = config
         self.make_room = make_room
         """At the cap: free a slot (True) or say none can be freed (False)."""
         self.on_created = on_created
         self.on_terminated = on_terminated
-        self._spawn_worker = spawn
+        self.start_method = start_method
+        self._spawn_worker = start_method or spawn
         self.spares: deque[WorkerProcess] = deque()
         self.live: set[WorkerProcess] = set()
         self.created = 0
@@ -74,6 +80,13 @@ class WorkerPool:
     def size(self) -> int:
         """Live processes plus those being spawned: what counts against the cap."""
         return len(self.live) + len(self._spawning)
+
+    @property
+    def start_method_stats(self) -> dict[str, Any]:
+        """The start method's snapshot (spawning through ``spawn`` when there is none)."""
+        if self.start_method is not None:
+            return self.start_method.snapshot()
+        return {"requested": "spawn", "active": "spawn", "fallback_reason": None}
 
     async def _spawn(self) -> WorkerProcess:
         if self._closing:
@@ -148,6 +161,8 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Start the spares and wait until they are ready: a started pool is a warm pool."""
+        if self.start_method is not None:
+            await self.start_method.open()
         self.replenish()
         if self._replenisher is not None:
             await asyncio.shield(self._replenisher)
@@ -194,3 +209,5 @@ class WorkerPool:
             return_exceptions=True,
         )
         self.spares.clear()
+        if self.start_method is not None:
+            await self.start_method.close()

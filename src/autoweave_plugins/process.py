@@ -1,10 +1,11 @@
 """One sandboxed worker process, seen from the host: spawn, assign, call, ping, stop.
 
 ``WorkerProcess`` is the façade the pool and the manager use. It owns the OS process (started
-from a clean interpreter, signalled through a pidfd, reaped by asyncio, sampled for RSS and
-CPU) and puts together the parts that serve it: the ``channel`` (frames, ids, wire errors),
-``output`` (stdout, stderr and log records into host logging), the request service of
-``broker.service`` and the plugin's metrics.
+by a ``Launch``: a clean interpreter here, or a fork of the template in ``forked``; signalled
+through a pidfd, never reaped behind its waiter's back, sampled for RSS and CPU) and puts
+together the parts that serve it: the ``channel`` (frames, ids, wire errors), ``output``
+(stdout, stderr and log records into host logging), the request service of ``broker.service``
+and the plugin's metrics.
 
 The worker is hostile, and every call has a host-side deadline. A call that overruns is
 cancelled in the worker; if the worker does not answer the cancel within ``cancel_grace`` (a
@@ -14,19 +15,17 @@ hook spinning in pure Python), the worker is killed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
-import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
-import psutil
 
 from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
 from autoweave_plugins.broker.metrics import PluginMetrics
@@ -49,10 +48,12 @@ from autoweave_plugins.errors import (
     WorkerError,
 )
 from autoweave_plugins.latency import LatencyWindow
+from autoweave_plugins.launch import Launch, OSProcess, spawn_interpreter
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.provision import Provisions
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
+from autoweave_plugins.sampling import Sample, read_rss, sample_process
 from autoweave_plugins.tasks import TaskSet
 
 __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
@@ -60,13 +61,6 @@ __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
 log = logging.getLogger(__name__)
 
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
-
-
-class Sample(NamedTuple):
-    """A worker's resources as the host reads them from /proc: never what the worker says."""
-
-    rss: int
-    cpu_seconds: float
 
 
 @dataclass(slots=True)
@@ -78,7 +72,8 @@ class WorkerStats:
 
 
 class WorkerProcess:
-    """A worker process and its RPC channel. Create it with ``await WorkerProcess.spawn()``."""
+    """A worker process and its RPC channel. Create it with ``await WorkerProcess.spawn()``
+    or ``await WorkerProcess.start(launch)``."""
 
     def __init__(
         self,
@@ -88,7 +83,9 @@ class WorkerProcess:
         max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
     ) -> None:
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: OSProcess | None = None
+        self.method: str | None = None
+        """How it was started: "spawn" or "template"."""
         self.plugin: str | None = None
         self.exit_reason: str | None = None
         self.returncode: int | None = None
@@ -110,7 +107,6 @@ class WorkerProcess:
         self.requests = RequestService(
             self.channel, max_concurrent_requests=max_concurrent_requests
         )
-        self._pidfd: int | None = None
         self.provisions: Provisions | None = None  # private tmp and metadata broker, once assigned
         self._exited = asyncio.Event()
         self._background = TaskSet("worker")
@@ -129,34 +125,41 @@ class WorkerProcess:
         max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
     ) -> WorkerProcess:
-        """Start a blank worker and wait until it reports ready."""
+        """Start a blank worker from a fresh interpreter and wait until it reports ready."""
+        return await cls.start(
+            functools.partial(spawn_interpreter, python, python_flags),
+            max_frame=max_frame,
+            output=output,
+            ready_timeout=ready_timeout,
+            max_concurrent_requests=max_concurrent_requests,
+            max_write_buffer=max_write_buffer,
+        )
+
+    @classmethod
+    async def start(
+        cls,
+        launch: Launch,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        output: OutputLimits = DEFAULT_OUTPUT_LIMITS,
+        ready_timeout: float = 30.0,
+        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
+        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+    ) -> WorkerProcess:
+        """Start a blank worker with ``launch`` and wait until it reports ready."""
         self = cls(
             max_frame=max_frame,
             output=output,
             max_concurrent_requests=max_concurrent_requests,
             max_write_buffer=max_write_buffer,
         )
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                python, "-I", *python_flags, "-m", "autoweave_plugins.worker", str(child.fileno()), str(os.getpid()),
-                pass_fds=(child.fileno(),), env={}, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, close_fds=True, cwd="/",
-            )  # fmt: skip
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
-        # Signals go through a pidfd: never to a recycled pid, and never reaping the child
-        # (Popen.send_signal polls first, which steals the exit status from asyncio's watcher).
-        self._pidfd = os.pidfd_open(self.process.pid)
-        await self.channel.open(parent)
+        started = await launch()
+        self.process = started.process
+        self.method = started.method
+        await self.channel.open(started.channel)
         self._background.spawn(self._watch_exit())
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self._background.spawn(self.output.pump(self.process.stdout, logging.INFO))
-        self._background.spawn(self.output.pump(self.process.stderr, logging.WARNING))
+        self._background.spawn(self.output.pump(started.stdout, logging.INFO))
+        self._background.spawn(self.output.pump(started.stderr, logging.WARNING))
         try:
             await asyncio.wait_for(asyncio.shield(self.channel.ready), ready_timeout)
         except TimeoutError:
@@ -181,9 +184,6 @@ class WorkerProcess:
     async def _watch_exit(self) -> None:
         assert self.process is not None
         self.returncode = await self.process.wait()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
         if self.provisions is not None:
             await self.provisions.close()
         self._finish(self.exit_reason or self._unasked_reason())
@@ -216,9 +216,8 @@ class WorkerProcess:
         self._finish(reason)
 
     def _signal(self, sig: int) -> None:
-        if self._pidfd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, sig)
+        if self.process is not None:
+            self.process.send_signal(sig)
 
     async def stop(self, timeout: float = 2.0, reason: str = "shutdown") -> None:
         """Ask the worker to exit, then SIGTERM, then SIGKILL; returns once it is reaped."""
@@ -242,25 +241,15 @@ class WorkerProcess:
         await self._exited.wait()
 
     def sample(self) -> Sample | None:
-        """RSS and CPU seconds of the live worker, read by the host (psutil); None if gone."""
-        if self.pid is None or not self.alive:
-            return None
-        try:
-            process = psutil.Process(self.pid)
-            with process.oneshot():
-                rss = int(process.memory_info().rss)
-                times = process.cpu_times()
-        except psutil.Error:
-            return None
-        return Sample(rss, times.user + times.system)
+        """RSS and CPU seconds of the live worker, read by the host; None if gone."""
+        return sample_process(self.pid) if self.alive else None
 
     def measure_rss(self) -> int | None:
-        """The worker's resident memory, read by the host from /proc (psutil)."""
-        sample = self.sample()
-        if sample is None:
-            return None
-        self.stats.rss = sample.rss
-        return sample.rss
+        """The worker's resident memory, read by the host (cheap: the memory check's read)."""
+        rss = read_rss(self.pid) if self.alive else None
+        if rss is not None:
+            self.stats.rss = rss
+        return rss
 
     # --- what the channel routes here ----------------------------------------------------
 

@@ -218,7 +218,11 @@ class PluginRecord:
         return next((a for a in self.assignments if a.worker is worker), None)
 
     def least_busy(self) -> Assignment | None:
-        alive = [a for a in self.assignments if a.worker.alive]
+        assignments = self.assignments
+        if len(assignments) == 1:  # the common case, on every call: no list, no key function
+            only = assignments[0]
+            return only if only.worker.alive else None
+        alive = [a for a in assignments if a.worker.alive]
         return min(alive, key=lambda a: a.busy) if alive else None
 
     def call_started(self, assignment: Assignment) -> None:

@@ -46,6 +46,9 @@ class WorkerCounts(TypedDict):
     terminated: dict[str, int]
     """Ended workers by reason (idle, crashed, unhealthy, memory, timeout, shutdown, reload,
     load_failed)."""
+    start_method: dict[str, Any]
+    """How blank workers start: requested and active method, why it fell back to spawn (if it
+    did), and the template's pid, forks, starts and replacements (``StartMethod.snapshot``)."""
 
 
 class LoaderCounts(TypedDict):
@@ -225,6 +228,8 @@ class _Pool(Protocol):
     def spawn_failures(self) -> int: ...
     @property
     def terminated(self) -> Mapping[str, int]: ...
+    @property
+    def start_method_stats(self) -> Mapping[str, Any]: ...
 
 
 class _Scheduler(Protocol):
@@ -284,6 +289,7 @@ def manager_stats(
             "created": pool.created,
             "spawn_failures": pool.spawn_failures,
             "terminated": dict(pool.terminated),
+            "start_method": dict(pool.start_method_stats),
         },
         "loader": {
             "queued": scheduler.queued,

@@ -191,11 +191,15 @@ class Supervisor:
 
     def maybe_scale_out(self, record: PluginRecord) -> None:
         """Start another worker for ``record`` if every live one has ``scale_out_queue`` calls."""
+        queue = self.config.worker_pool.scale_out_queue
+        first = record.assignments[0] if record.assignments else None
+        if record.scaling or first is None or (first.worker.alive and first.busy < queue):
+            return  # on every call: the common answer, without building a list
         limit = record.plugin.manifest.permissions.max_workers
         alive = [a for a in record.assignments if a.worker.alive]
         if record.scaling or len(alive) >= limit or not alive:
             return
-        if min(a.busy for a in alive) < self.config.worker_pool.scale_out_queue:
+        if min(a.busy for a in alive) < queue:
             return
         record.scaling = True
         self.tasks.spawn(self._scale_out(record))

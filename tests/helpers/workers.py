@@ -1,7 +1,16 @@
-"""Starting real sandboxed workers for tests: a plugin folder, discovery, spawn, assign."""
+"""Starting real sandboxed workers for tests: a plugin folder, discovery, start, assign.
+
+Workers start the way ``AUTOWEAVE_START_METHOD`` says: ``template`` (the default, as in the
+manager) forks them from one template shared by the whole test session; ``spawn`` starts a
+fresh interpreter for each. ``make test`` runs the suite on the template and its second pass
+(``make spawn-pass``) the process-level tests on spawn, so both methods are held to the same
+tests.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,10 +19,41 @@ from typing import Any
 import httpx
 
 from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
+from autoweave_plugins.forked import fork_from
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.manifest import ManifestCache
 from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.template import Template
 from tests.helpers.plugins import write_plugin_folder
+
+START_METHOD = os.environ.get("AUTOWEAVE_START_METHOD", "template")
+assert START_METHOD in ("template", "spawn"), START_METHOD
+_shared: list[Template] = []
+
+
+async def shared_template() -> Template:
+    """The session's template, started again if a test killed it."""
+    if _shared and _shared[0].running():
+        return _shared[0]
+    if _shared:
+        await _shared.pop().close()
+    template = Template()
+    await template.start()
+    _shared.append(template)
+    return template
+
+
+async def close_shared_template() -> None:
+    while _shared:
+        await _shared.pop().close()
+
+
+async def start_worker(method: str | None = None, **options: Any) -> WorkerProcess:
+    """A blank worker, started by ``method`` (default: ``AUTOWEAVE_START_METHOD``)."""
+    if (method or START_METHOD) == "spawn":
+        return await WorkerProcess.spawn(**options)
+    template = await shared_template()
+    return await WorkerProcess.start(functools.partial(fork_from, template), **options)
 
 
 def write_plugin(root: Path, name: str, code: str, **manifest: Any) -> DiscoveredPlugin:
@@ -35,7 +75,7 @@ async def running(
     load_timeout: float = 30.0,
 ) -> AsyncIterator[WorkerProcess]:
     """A worker with ``plugin`` loaded; stopped (and reaped) on exit."""
-    worker = await WorkerProcess.spawn()
+    worker = await start_worker()
     try:
         spec = build_spec(plugin, strict=strict, extra_imports=extra_imports, config=config)
         await worker.assign(spec, timeout=load_timeout, http=http)

@@ -26,6 +26,7 @@ from tests.helpers.events import EventLog
 from tests.helpers.plugins import write_plugin_folder
 from tests.helpers.processes import descendants
 from tests.helpers.waiting import hooks_running, plugin_logged, stays_true, wait_until
+from tests.helpers.workers import START_METHOD
 
 CODE = """
 import asyncio, os, time
@@ -96,7 +97,12 @@ def first(m: PluginManager, name: str, reason: str | None = None) -> asyncio.Eve
 
 
 def manager(root: Path, **options: Any) -> PluginManager:
-    pool = {"min_workers": 1, "max_workers": 8, **options.pop("worker_pool", {})}
+    pool = {
+        "min_workers": 1,
+        "max_workers": 8,
+        "start_method": START_METHOD,
+        **options.pop("worker_pool", {}),
+    }
     return PluginManager(root, worker_pool=pool, **options)
 
 

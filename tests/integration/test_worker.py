@@ -12,10 +12,9 @@ import pytest
 
 from autoweave_plugins.errors import HookError, HookTimeout, LoadError, PluginCrashed, UnknownHook
 from autoweave_plugins.loader import build_spec
-from autoweave_plugins.process import WorkerProcess
 from tests.helpers.processes import process_exists
 from tests.helpers.waiting import hooks_running, wait_until
-from tests.helpers.workers import running, write_plugin
+from tests.helpers.workers import START_METHOD, running, start_worker, write_plugin
 
 HOOKS = {
     "onLoad": "init",
@@ -147,7 +146,7 @@ async def test_load_failures_are_load_errors(
     plugin_root: Path, code: str, hooks: dict[str, str], message: str
 ) -> None:
     plugin = write_plugin(plugin_root, "broken", code, hooks=hooks)
-    worker = await WorkerProcess.spawn()
+    worker = await start_worker()
     try:
         with pytest.raises(LoadError, match=message) as caught:
             await worker.assign(build_spec(plugin))
@@ -189,7 +188,7 @@ async def test_stop_reaps_the_process(plugin_root: Path) -> None:
 
 
 async def test_blank_worker_answers_pings_and_stops() -> None:
-    worker = await WorkerProcess.spawn()
+    worker = await start_worker()
     try:
         assert (await worker.ping())["calls"] == 0
     finally:
@@ -198,24 +197,29 @@ async def test_blank_worker_answers_pings_and_stops() -> None:
 
 
 async def test_workers_die_with_a_killed_host(tmp_path: Path) -> None:
-    """A host killed with SIGKILL leaves no worker behind (PR_SET_PDEATHSIG)."""
+    """A host killed with SIGKILL leaves no worker behind (PR_SET_PDEATHSIG), nor a template."""
     script = tmp_path / "host.py"
     script.write_text(
         "import asyncio, sys\n"
-        "from autoweave_plugins.process import WorkerProcess\n"
+        "from autoweave_plugins.settings import LimitsConfig, WorkerPoolConfig\n"
+        "from autoweave_plugins.startmethod import StartMethod\n"
         "async def main():\n"
-        "    workers = [await WorkerProcess.spawn() for _ in range(2)]\n"
-        "    print(' '.join(str(w.pid) for w in workers), flush=True)\n"
+        "    method = StartMethod(WorkerPoolConfig(start_method=sys.argv[1]), LimitsConfig())\n"
+        "    await method.open()\n"
+        "    workers = [await method() for _ in range(2)]\n"
+        "    template = [method.template.pid] if method.template else []\n"
+        "    print(' '.join(str(p) for p in [w.pid for w in workers] + template), flush=True)\n"
         "    await asyncio.sleep(60)\n"
         "asyncio.run(main())\n"
     )
     host = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+        sys.executable, str(script), START_METHOD, stdout=asyncio.subprocess.PIPE
     )
     assert host.stdout is not None
     line = await asyncio.wait_for(host.stdout.readline(), 30)
     pids = [int(p) for p in line.split()]
-    assert len(pids) == 2 and all(process_exists(p) for p in pids)
+    assert len(pids) == (3 if START_METHOD == "template" else 2)
+    assert all(process_exists(p) for p in pids)
     host.kill()
     await host.wait()
     await wait_until(
@@ -226,8 +230,8 @@ async def test_workers_die_with_a_killed_host(tmp_path: Path) -> None:
 
 
 async def test_exit_status_of_a_killed_worker_is_kept() -> None:
-    """Killing goes through a pidfd: the host never reaps a worker behind asyncio's back."""
-    worker = await WorkerProcess.spawn()
+    """Killing goes through a pidfd: the host never reaps a worker behind its waiter's back."""
+    worker = await start_worker()
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
     await asyncio.wait_for(worker.wait_closed(), 5)

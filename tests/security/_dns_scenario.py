@@ -30,7 +30,7 @@ from autoweave_plugins.broker.fetch import FetchLimits
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from tests.helpers.httpserver import local_server
-from tests.helpers.workers import write_plugin
+from tests.helpers.workers import start_worker, write_plugin
 
 FLOOD = 16
 ATTACK_TIMEOUT = 8.0
@@ -102,7 +102,7 @@ async def _worker(
         hooks={"onFlood": "flood"},
         permissions={"network": {"outbound": [outbound]}},
     )
-    worker = await WorkerProcess.spawn()
+    worker = await start_worker()
     try:
         await worker.assign(build_spec(plugin), timeout=15.0, http=http, fetch_limits=limits)
         yield worker

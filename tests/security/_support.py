@@ -21,6 +21,7 @@ from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from tests.helpers.net import tcp_server
+from tests.helpers.workers import start_worker
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -138,7 +139,7 @@ class ReusableWorker:
         if self.worker is not None:
             self.respawns += 1
             await self.worker.stop()
-        worker = await WorkerProcess.spawn()
+        worker = await start_worker()
         try:
             spec = build_spec(self.plugin, extra_imports=self.extra_imports)
             await worker.assign(spec, timeout=LOAD_TIMEOUT)

@@ -24,7 +24,7 @@ import pytest
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.rpc import ServeLimits
-from tests.helpers.workers import write_plugin
+from tests.helpers.workers import start_worker, write_plugin
 from tests.security._support import LOAD_TIMEOUT, assert_responsive
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -81,7 +81,7 @@ async def serving_plugin(tmp_path: Path) -> AsyncIterator[tuple[WorkerProcess, i
         hooks={"onLoad": "start"},
         permissions={"network": {"inbound": {"port": port}}},
     )
-    worker = await WorkerProcess.spawn()
+    worker = await start_worker()
     try:
         spec = build_spec(plugin, serve_limits=ServeLimits())  # the defaults a host ships
         await worker.assign(spec, timeout=LOAD_TIMEOUT, inbound=[listener])

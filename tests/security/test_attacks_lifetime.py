@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from autoweave_plugins.process import WorkerProcess
-from tests.helpers.workers import running, write_plugin
+from tests.helpers.workers import START_METHOD, running, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, PRELUDE, assert_responsive
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -103,12 +103,15 @@ from autoweave_plugins.broker.inbound import bind_inbound
 from autoweave_plugins.discovery import check_plugin_folder
 from autoweave_plugins.manifest import ManifestCache
 from autoweave_plugins.loader import build_spec
-from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.settings import LimitsConfig, WorkerPoolConfig
+from autoweave_plugins.startmethod import StartMethod
 
 async def main():
     plugin = check_plugin_folder(sys.argv[1], ManifestCache())
     listeners = bind_inbound(plugin.manifest.name, plugin.manifest.permissions.inbound)
-    worker = await WorkerProcess.spawn()
+    method = StartMethod(WorkerPoolConfig(start_method=sys.argv[4]), LimitsConfig())
+    await method.open()
+    worker = await method()
     await worker.assign(build_spec(plugin, extra_imports=("ctypes",)), inbound=listeners)
     cleared = await worker.call("onStay", sys.argv[2], sys.argv[3], timeout=15)
     print(json.dumps({"worker": worker.pid, "cleared": cleared}), flush=True)
@@ -171,7 +174,14 @@ async def test_a_worker_dies_with_its_host(tmp_path: Path, route: str) -> None:
         permissions={"network": {"inbound": {"port": port}}},
     )
     host = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOST, plugin.folder, marker, route, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        HOST,
+        plugin.folder,
+        marker,
+        route,
+        START_METHOD,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert host.stdout is not None
@@ -187,7 +197,8 @@ async def test_a_worker_dies_with_its_host(tmp_path: Path, route: str) -> None:
         assert gone, (
             f"worker {started['worker']} outlived its host; prctl said {started['cleared']}"
         )
-        assert _bindable(port)
+        # The marker thread can be gone a moment before the process has closed its files.
+        assert _wait_until(lambda: _bindable(port), 5)
         assert started["cleared"]["ok"] is False, started
     finally:
         if host.returncode is None:

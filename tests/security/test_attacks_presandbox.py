@@ -4,7 +4,8 @@ The red team's escape: the policy granted ``/usr/sbin`` readwrite, a plugin repl
 ``ldconfig`` and crashed, and the restarted worker ran ``/sbin/ldconfig -p`` (through
 ``ctypes.util.find_library``) as root before sandboxing itself. The grant is refused now (see
 ``test_attacks_grants``); this test closes the class from the other side. The worker runs
-under ``strace`` (outside the worker, in the kernel's view): every program it executes and every
+under ``strace`` (outside the worker, in the kernel's view; on the template start method, the
+template runs under it and strace follows its forks): every program it executes and every
 file it opens is recorded until its seccomp filter is loaded, the last layer. Evidence: no
 ``execve`` but its own, and every path opened before the filter is one that no grant policy,
 whatever its config, ever grants (``policy.never_granted``).
@@ -12,6 +13,7 @@ whatever its config, ever grants (``policy.never_granted``).
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import sys
@@ -19,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from autoweave_plugins.forked import fork_from
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.policy import never_granted
 from autoweave_plugins.process import WorkerProcess
-from tests.helpers.workers import write_plugin
+from autoweave_plugins.template import Template
+from tests.helpers.workers import START_METHOD, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT
 
 STRACE = shutil.which("strace")
@@ -75,12 +79,18 @@ async def test_nothing_runs_or_is_read_from_plugin_writable_places_before_the_sa
         hooks={"onWork": "work"},
         permissions={"filesystem": [{"path": str(data), "mode": "readwrite"}]},
     )
-    worker = await WorkerProcess.spawn(python=str(wrapper))
+    template = Template(python=str(wrapper))  # traced from its start, its forks too (-f)
+    if START_METHOD == "template":
+        await template.start()
+        worker = await WorkerProcess.start(functools.partial(fork_from, template))
+    else:
+        worker = await WorkerProcess.spawn(python=str(wrapper))
     try:
         await worker.assign(build_spec(plugin), timeout=LOAD_TIMEOUT)
         assert await worker.call("onWork", timeout=CALL_TIMEOUT) == [1]
     finally:
         await worker.stop()
+        await template.close()
     calls = _parse(log)
     loaded = [
         index

@@ -106,5 +106,8 @@ def test_doctor_reports_layers() -> None:
         report
     )
     assert run.returncode == (1 if report["missing_required"] else 0)
+    assert report["start_method"]["active"] == "template", report["start_method"]
+    assert report["start_method"]["blank_worker_ready_ms"] > 0
     human = cli("doctor")
     assert "strict mode:" in human.stdout and "landlock" in human.stdout
+    assert "start method: template" in human.stdout

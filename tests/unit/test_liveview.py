@@ -64,6 +64,7 @@ def status(plugins: int = 5) -> HostStatus:
                 "created": 3,
                 "spawn_failures": 0,
                 "terminated": {},
+                "start_method": {"requested": "template", "active": "template"},
             },
             "loader": {
                 "queued": 0,

@@ -18,6 +18,7 @@ STATS: ManagerStats = {
         "created": 7,
         "spawn_failures": 0,
         "terminated": {"crashed": 2, "idle": 1},
+        "start_method": {"requested": "template", "active": "template"},
     },
     "loader": {
         "queued": 0,

@@ -25,6 +25,9 @@ class FakePool:
     created: int = 0
     spawn_failures: int = 0
     terminated: Counter[str] = field(default_factory=Counter)
+    start_method_stats: dict[str, object] = field(
+        default_factory=lambda: {"requested": "template", "active": "spawn"}
+    )
 
 
 @dataclass
@@ -99,6 +102,7 @@ def test_manager_stats_counts_every_state_and_busy_worker() -> None:
         "created": 5,
         "spawn_failures": 1,
         "terminated": {"crashed": 2},
+        "start_method": {"requested": "template", "active": "spawn"},
     }
     assert stats["loader"]["loads_ok"] == 1 and stats["loader"]["load_time_p50_ms"] == 250.0
     assert stats["cache"] == {"hits": 3, "misses": 2, "size": 2, "evictions": 0}

@@ -3,6 +3,9 @@
 A blank worker imports its runtime, reports READY, and waits (answering pings) until it is
 assigned a plugin. Then it applies the sandbox to itself, and only then imports plugin code.
 Everything the sandboxed runtime needs is imported here, before the sandbox closes the files.
+
+``serve_blank`` is that life from READY on, shared by both start methods: ``main`` below (a
+spawned interpreter) and a child of the template (``worker/template.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 
 from autoweave_plugins.errors import ProtocolError, SandboxUnavailable
 from autoweave_plugins.rpc import FrameDecoder, Kind, WorkerSpec, encode, wire_error
-from autoweave_plugins.sandbox import apply_sandbox, native, prepare
+from autoweave_plugins.sandbox import Prepared, apply_sandbox, native, prepare
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.worker import runtime
 
@@ -46,16 +49,18 @@ def _wait_for_assignment(
                 raise ProtocolError(f"unexpected frame kind {kind} before assignment")
 
 
-def main() -> int:
-    native.forbid_programs()  # nothing below may run a program: see sandbox/native.py
-    if not die_with_parent(int(sys.argv[2])):
-        return 0
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+def serve_blank(sock: socket.socket, prepared: Prepared | None) -> int:
+    """READY, wait for ASSIGN, sandbox, serve the plugin; returns the exit code.
+
+    ``prepared`` is the plugin-independent work done before READY; None (a forked child) has
+    it done right after READY, while the host prepares the assignment: the seccomp filter
+    names the worker's own pid, so a child cannot use the template's.
+    """
     decoder = FrameDecoder()
     inbound: list[int] = []
-    prepared = prepare()
     sock.sendall(encode([Kind.READY, 0, {"pid": os.getpid()}]))
+    if prepared is None:
+        prepared = prepare()
     try:
         assigned = _wait_for_assignment(sock, decoder, inbound)
     except ProtocolError:
@@ -74,6 +79,15 @@ def main() -> int:
     listeners = [socket.socket(fileno=fd) for fd in inbound]
     asyncio.run(runtime.serve(sock, spec, decoder, ident, report, listeners, broker))
     return 0
+
+
+def main() -> int:
+    native.forbid_programs()  # nothing below may run a program: see sandbox/native.py
+    if not die_with_parent(int(sys.argv[2])):
+        return 0
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return serve_blank(sock, prepare())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""The template (zygote): ``python -I -m autoweave_plugins.worker.template CTL HOST_PID``.
+
+Started by the host like a blank worker (clean interpreter, empty environment, new session),
+it does once what every worker would otherwise do for itself: imports the worker runtime, the
+SDK and the standard modules plugins commonly use, and the plugin-independent sandbox
+preparation (libseccomp and Landlock loaded by soname). Then it freezes its objects out of
+the garbage collector's reach (``gc.freeze``, so collections in a child do not write to, and
+so copy, every page the template filled) and does nothing but fork on request.
+
+The rules that keep a fork clean: the template never runs plugin code and never receives a
+secret (a request carries three file descriptors and nothing else); it has one thread and no
+event loop, and waits for requests with a plain blocking ``recvmsg``, so no lock, epoll set or
+buffered data exists to be inherited half-way; it refuses to run programs (``forbid_programs``).
+
+Control protocol, over a private ``SOCK_SEQPACKET`` pair (one message per datagram):
+
+- template → host, once: ``{"ready": {"pid", "files": [[path, mtime_ns, size], ...]}}`` (the
+  files of every module it loaded, which the host re-checks to notice an upgrade on disk), or
+  ``{"error": text}`` if it cannot serve.
+- host → template: ``b"fork"`` with SCM_RIGHTS ``[channel, stdout, stderr]`` for the new worker.
+- template → host, one per request, in order: ``{"pid": n}`` or ``{"error": text}``.
+
+The child closes the control socket, takes the passed descriptors as its channel and stdio,
+starts a process group of its own, asks to die with the host, and from there lives exactly like a
+spawned worker (``serve_blank``): READY, ASSIGN, the sandbox, the plugin.
+"""
+
+from __future__ import annotations
+
+import array
+import gc
+import importlib
+import os
+import random
+import socket
+import sys
+import traceback
+from typing import Any
+
+import msgpack
+
+from autoweave_plugins.sandbox import Prepared, native, prepare
+from autoweave_plugins.sandbox.privileges import die_with_parent
+from autoweave_plugins.worker.__main__ import serve_blank
+from autoweave_plugins.worker.sibling import SiblingFork
+
+__all__ = ["COMMON_MODULES", "FORK_REQUEST", "loaded_files", "main", "warm"]
+
+COMMON_MODULES = (
+    "asyncio", "base64", "collections", "copy", "csv", "dataclasses", "datetime", "decimal",
+    "enum", "functools", "gzip", "hashlib", "hmac", "html", "itertools", "json", "logging",
+    "math", "pathlib", "random", "re", "secrets", "statistics", "string", "struct", "textwrap",
+    "time", "typing", "urllib.parse", "uuid", "zlib",
+)  # fmt: skip
+"""Imported once in the template so that plugins find them loaded: the allow-listed modules
+plugin code commonly imports. Most come with the runtime anyway; the rest (hashlib, uuid,
+decimal, statistics, secrets, html, csv, gzip: ~2 MB shared, 50-60 ms of imports) would be
+paid by every plugin that imports one."""
+
+FORK_REQUEST = b"fork"
+FDS_PER_FORK = 3  # channel, stdout, stderr
+
+
+def warm() -> Prepared:
+    """Everything the template does before it forks, beyond importing this module (which
+    brings the runtime and the SDK); the benchmark's bare fork warms up the same way."""
+    for name in COMMON_MODULES:
+        importlib.import_module(name)
+    return prepare()
+
+
+def loaded_files() -> list[list[Any]]:
+    """[path, mtime_ns, size] of the interpreter and every module file loaded now."""
+    paths = {os.path.realpath(sys.executable)}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str):
+            paths.add(path)
+    files: list[list[Any]] = []
+    for path in sorted(paths):
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        files.append([path, status.st_mtime_ns, status.st_size])
+    return files
+
+
+def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
+    ctl.send(msgpack.packb(message))
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _become_worker(ctl: socket.socket, fds: list[int], host_pid: int) -> int:
+    """In the child: take the passed descriptors, detach from the template, serve as a worker."""
+    ctl.close()  # through its object, so nothing later closes a reused descriptor number
+    channel, stdout, stderr = fds
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    os.close(stdout)
+    os.close(stderr)
+    # A process group of its own, so that a signal to the template's group misses it. Not a
+    # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
+    # here (it creates a scheduler autogroup), more than the whole fork.
+    os.setpgid(0, 0)
+    if not die_with_parent(host_pid):
+        return 0
+    sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(host_pid)]  # as spawned
+    random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
+    return serve_blank(socket.socket(fileno=channel), None)
+
+
+def serve_forks(ctl: socket.socket, sibling: SiblingFork, host_pid: int) -> int:
+    """Fork on each request until the host closes the socket. Returns in the child too: with
+    the child's exit code, so it unwinds and exits through the interpreter like a spawned one."""
+    while True:
+        fds = array.array("i")
+        message, ancillary, flags, _address = ctl.recvmsg(
+            64, socket.CMSG_SPACE(FDS_PER_FORK * fds.itemsize)
+        )
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        if not message:
+            _close(list(fds))
+            return 0
+        if message != FORK_REQUEST or len(fds) != FDS_PER_FORK or flags & socket.MSG_CTRUNC:
+            _close(list(fds))
+            _send(ctl, {"error": f"bad request: {len(fds)} descriptors, {len(message)} bytes"})
+            continue
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = sibling.fork()
+        except OSError as exc:
+            _close(list(fds))
+            _send(ctl, {"error": str(exc)})
+            continue
+        if pid == 0:
+            return _become_worker(ctl, list(fds), host_pid)
+        _close(list(fds))
+        _send(ctl, {"pid": pid})
+
+
+def main() -> int:
+    native.forbid_programs()  # as in a spawned worker: no program runs here, ever
+    host_pid = int(sys.argv[2])
+    if not die_with_parent(host_pid):
+        return 0
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    try:
+        warm()
+        sibling = SiblingFork()
+        files = loaded_files()
+    except Exception as exc:
+        _send(ctl, {"error": "".join(traceback.format_exception_only(exc)).strip()})
+        return 1
+    gc.collect()
+    gc.freeze()
+    _send(ctl, {"ready": {"pid": os.getpid(), "files": files}})
+    return serve_forks(ctl, sibling, host_pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
