@@ -147,13 +147,17 @@ class Reloader:
 
     async def swap(self, record: PluginRecord, found: DiscoveredPlugin) -> None:
         """Start ``found`` beside the running version; route calls to it only once it loaded."""
+        # Taken before the new worker reads the files: one that changes while it starts then
+        # differs from this, so the next change event reloads again. Taken after, it could
+        # describe newer files than the worker loaded and hide them for good.
+        fingerprint = self.fingerprint(found)
         scheduler = self.loader.scheduler
         if not record.assignments and scheduler.in_progress(record.name):
             # A load of the old version is under way: let it finish, then swap over it.
             with contextlib.suppress(AutoweaveError):
                 await scheduler.request(record.name, record.priority)
         if not record.assignments:
-            record.adopt(found, self.fingerprint(found))  # the next call loads the new version
+            record.adopt(found, fingerprint)  # the next call loads the new version
             record.move_to(PluginState.DISCOVERED)
             return
         deadline = time.monotonic() + self.config.loader.load_timeout
@@ -165,7 +169,7 @@ class Reloader:
         old = record.workers
         for previous in old:
             record.detach(previous)  # new calls go to the new version from here on
-        record.adopt(found, self.fingerprint(found))
+        record.adopt(found, fingerprint)
         self.loader.attach(record, worker)
         record.loaded_at = time.time()
         record.move_to(PluginState.IDLE)
