@@ -193,6 +193,10 @@ class Reloader:
 
     async def swap(self, record: PluginRecord, found: DiscoveredPlugin) -> None:
         """Start ``found`` beside the running version; route calls to it only once it loaded."""
+        # Taken before the new worker reads the files: one that changes while it starts then
+        # differs from this, so the next change event reloads again. Taken after, it could
+        # describe newer files than the worker loaded and hide them for good.
+        files = self.files(found)
         scheduler = self.loader.scheduler
         if not record.assignments and scheduler.in_progress(record.name):
             # A load of the old version is under way: let it finish, then swap over it.
@@ -204,7 +208,6 @@ class Reloader:
         except AutoweaveError as exc:
             self._reload_failed(record, exc)
             raise
-        files = self.files(found)
         change = {
             "old_version": record.version,
             "version": found.manifest.version,

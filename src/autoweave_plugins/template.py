@@ -283,6 +283,8 @@ class Template:
         return future
 
     def _start_reading(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._reader_loop is not None and self._reader_loop.is_closed():
+            self._reader_loop = None  # a loop that ended with requests pending (tests do)
         if self._reader_loop is None and self._ctl is not None:
             loop.add_reader(self._ctl.fileno(), self._on_readable)
             self._reader_loop = loop
@@ -307,7 +309,15 @@ class Template:
                 self._disconnect(TemplateDied("the template closed its socket"))
                 return
             future = self._waiting.popleft()
-            reply = _decode(data)
+            reply = decode_message(data)
+            if future.get_loop().is_closed():
+                # Asked for from a loop that is gone: nobody will take this child. It is our
+                # own and unreaped, so its pid is still its own to signal.
+                orphan = reply.get("pid")
+                if isinstance(orphan, int) and orphan > 0:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(orphan, signal.SIGKILL)
+                continue
             if future.done():
                 continue  # nobody waits any more; forked.fork_from handles an abandoned child
             pid = reply.get("pid")
@@ -327,7 +337,7 @@ class Template:
             except BlockingIOError:
                 await _readable(self._ctl.fileno(), None)
                 continue
-            return _decode(data) if data else {}
+            return decode_message(data) if data else {}
 
 
 async def _readable(fd: int, timeout: float | None) -> bool:
@@ -349,7 +359,7 @@ async def _readable(fd: int, timeout: float | None) -> bool:
     return True
 
 
-def _decode(data: bytes) -> dict[str, Any]:
+def decode_message(data: bytes) -> dict[str, Any]:
     try:
         value = msgpack.unpackb(data)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
