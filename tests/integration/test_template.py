@@ -214,6 +214,29 @@ async def test_forked_workers_draw_their_own_random_numbers(tmp_path: Path) -> N
         await template.close()
 
 
+async def test_a_forked_workers_output_reaches_its_plugins_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = "import sys\ndef talk(x):\n    print('out', x)\n    print('err', x, file=sys.stderr)\n"
+    talker = write_plugin(tmp_path, "talker", code, hooks={"onTalk": "talk"})
+    expected = {(logging.INFO, "out 42"), (logging.WARNING, "err 42")}
+
+    def logged() -> set[tuple[int, str]]:
+        return {(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith("talker")}
+
+    template = Template()
+    await template.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="autoweave_plugins.plugin.talker"):
+            worker = await WorkerProcess.start(functools.partial(fork_from, template))
+            await worker.assign(build_spec(talker))
+            await worker.call("onTalk", 42)
+            await until(lambda: expected <= logged())
+            await worker.stop()
+    finally:
+        await template.close()
+
+
 def trivial(root: Path, name: str) -> None:
     folder = root / name
     folder.mkdir(parents=True)
