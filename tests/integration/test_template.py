@@ -33,7 +33,8 @@ from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.settings import LimitsConfig, WorkerPoolConfig
 from autoweave_plugins.startmethod import StartMethod
-from autoweave_plugins.template import Template
+from autoweave_plugins.template import Template, TemplateDied
+from tests.security._support import children_of
 from tests.workers import process_exists, write_plugin
 
 SECRET_HOLDER = """
@@ -196,6 +197,30 @@ async def test_a_worker_forked_after_another_plugin_holds_nothing_of_it(
     finally:
         close_all(listeners)
         await template.close()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002])
+async def test_a_template_killed_with_forks_in_flight_leaves_no_process_behind(
+    delay: float,
+) -> None:
+    """Each start succeeds (and serves) or fails with TemplateDied, none hangs, and once the
+    survivors stop no process is left among the host's children, zombies included."""
+    template = Template()
+    await template.start()
+    assert template.pid is not None
+    before = set(children_of(os.getpid()))
+    fork = functools.partial(fork_from, template)
+    starts = [asyncio.ensure_future(WorkerProcess.start(fork)) for _ in range(8)]
+    await asyncio.sleep(delay)
+    os.kill(template.pid, signal.SIGKILL)
+    results = await asyncio.gather(*starts, return_exceptions=True)
+    for result in results:
+        assert isinstance(result, WorkerProcess | TemplateDied), repr(result)
+        if isinstance(result, WorkerProcess):
+            assert (await result.ping())["calls"] == 0
+            await result.stop()
+    await template.close()
+    await until(lambda: set(children_of(os.getpid())) <= before)
 
 
 async def test_forked_workers_draw_their_own_random_numbers(tmp_path: Path) -> None:
