@@ -354,6 +354,7 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
 ) -> None:
     monkeypatch.setattr(startmethod, "Template", _UnstartableTemplate)
     trivial(tmp_path, "alpha")
+    before = set(children_of(os.getpid()))
     with caplog.at_level(logging.WARNING, logger="autoweave_plugins.startmethod"):
         async with manager(tmp_path) as m:
             _, pid = await m.call("alpha", "onEcho", 1)
@@ -363,7 +364,9 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
     assert stats["requested"] == "template" and stats["active"] == "spawn"
     assert "template" in (stats["fallback_reason"] or "")
     assert any("spawning each worker instead" in r.getMessage() for r in caplog.records)
+    assert "exited (code 1)" in stats["fallback_reason"]
     assert not process_exists(pid)
+    await until(lambda: set(children_of(os.getpid())) <= before)  # the failed template, reaped
 
 
 def test_sys_executable_and_the_runtime_are_fingerprinted() -> None:
