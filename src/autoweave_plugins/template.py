@@ -134,21 +134,28 @@ class Template:
         try:
             ready = await asyncio.wait_for(self._receive(), self.ready_timeout)
         except TimeoutError:
-            self.kill()
+            await self._abort()
             raise TemplateError(
                 f"the template did not start within {self.ready_timeout:g} s"
             ) from None
         except BaseException:
-            self.kill()
+            await asyncio.shield(self._abort())
             raise
-        if not isinstance(ready, dict) or not isinstance(ready.get("ready"), dict):
-            self.kill()
-            reason = ready.get("error") if isinstance(ready, dict) else None
-            raise TemplateError(f"the template cannot serve: {reason or self._stderr_tail()}")
+        if not isinstance(ready.get("ready"), dict):
+            reason = ready.get("error") or self._stderr_tail()
+            await self._abort()
+            raise TemplateError(
+                f"the template cannot serve: {reason or f'it exited (code {self.returncode})'}"
+            )
         self._files = [f for f in ready["ready"].get("files", []) if len(f) == 3]
         self._fingerprint = fingerprint(self._files)
         self.started_at = self._checked_at = time.monotonic()
         self.startup_seconds = self.started_at - began
+
+    async def _abort(self) -> None:
+        """A start that failed: kill it, reap it, close what it held."""
+        self.kill()
+        await self.close(timeout=0.0)
 
     def running(self) -> bool:
         """Whether it is running; reaps it if it has exited, failing what was pending."""

@@ -33,8 +33,8 @@ from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.settings import LimitsConfig, WorkerPoolConfig
 from autoweave_plugins.startmethod import StartMethod
-from autoweave_plugins.template import Template
-from tests.helpers.processes import process_exists
+from autoweave_plugins.template import Template, TemplateDied
+from tests.helpers.processes import children_of, process_exists
 from tests.helpers.workers import write_plugin
 
 SECRET_HOLDER = """
@@ -199,6 +199,30 @@ async def test_a_worker_forked_after_another_plugin_holds_nothing_of_it(
         await template.close()
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.002])
+async def test_a_template_killed_with_forks_in_flight_leaves_no_process_behind(
+    delay: float,
+) -> None:
+    """Each start succeeds (and serves) or fails with TemplateDied, none hangs, and once the
+    survivors stop no process is left among the host's children, zombies included."""
+    template = Template()
+    await template.start()
+    assert template.pid is not None
+    before = set(children_of(os.getpid()))
+    fork = functools.partial(fork_from, template)
+    starts = [asyncio.ensure_future(WorkerProcess.start(fork)) for _ in range(8)]
+    await asyncio.sleep(delay)
+    os.kill(template.pid, signal.SIGKILL)
+    results = await asyncio.gather(*starts, return_exceptions=True)
+    for result in results:
+        assert isinstance(result, WorkerProcess | TemplateDied), repr(result)
+        if isinstance(result, WorkerProcess):
+            assert (await result.ping())["calls"] == 0
+            await result.stop()
+    await template.close()
+    await until(lambda: set(children_of(os.getpid())) <= before)
+
+
 async def test_forked_workers_draw_their_own_random_numbers(tmp_path: Path) -> None:
     template = Template()
     await template.start()
@@ -211,6 +235,29 @@ async def test_forked_workers_draw_their_own_random_numbers(tmp_path: Path) -> N
             seen.append(await worker.call("onLook"))
             await worker.stop()
         assert seen[0]["random"] != seen[1]["random"] and seen[0]["uuid"] != seen[1]["uuid"]
+    finally:
+        await template.close()
+
+
+async def test_a_forked_workers_output_reaches_its_plugins_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = "import sys\ndef talk(x):\n    print('out', x)\n    print('err', x, file=sys.stderr)\n"
+    talker = write_plugin(tmp_path, "talker", code, hooks={"onTalk": "talk"})
+    expected = {(logging.INFO, "out 42"), (logging.WARNING, "err 42")}
+
+    def logged() -> set[tuple[int, str]]:
+        return {(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith("talker")}
+
+    template = Template()
+    await template.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="autoweave_plugins.plugin.talker"):
+            worker = await WorkerProcess.start(functools.partial(fork_from, template))
+            await worker.assign(build_spec(talker))
+            await worker.call("onTalk", 42)
+            await until(lambda: expected <= logged())
+            await worker.stop()
     finally:
         await template.close()
 
@@ -307,6 +354,7 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
 ) -> None:
     monkeypatch.setattr(startmethod, "Template", _UnstartableTemplate)
     trivial(tmp_path, "alpha")
+    before = set(children_of(os.getpid()))
     with caplog.at_level(logging.WARNING, logger="autoweave_plugins.startmethod"):
         async with manager(tmp_path) as m:
             _, pid = await m.call("alpha", "onEcho", 1)
@@ -316,7 +364,9 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
     assert stats["requested"] == "template" and stats["active"] == "spawn"
     assert "template" in (stats["fallback_reason"] or "")
     assert any("spawning each worker instead" in r.getMessage() for r in caplog.records)
+    assert "exited (code 1)" in stats["fallback_reason"]
     assert not process_exists(pid)
+    await until(lambda: set(children_of(os.getpid())) <= before)  # the failed template, reaped
 
 
 def test_sys_executable_and_the_runtime_are_fingerprinted() -> None:
