@@ -26,6 +26,7 @@ from tests.helpers.workers import start_worker
 __all__ = [
     "CALL_TIMEOUT",
     "LOAD_TIMEOUT",
+    "PACK_STR",
     "PRELUDE",
     "RAW_WRITE",
     "SIBLING_CODE",
@@ -76,6 +77,17 @@ def attempt(fn, *args, **kwargs):
         value = repr(value)[:300]
     return {"ok": True, "value": value}
 '''
+
+# For attack plugins that build msgpack by hand, so the SDK's encoder checks nothing.
+PACK_STR = """
+def pack_str(data):
+    n = len(data)
+    if n < 32:
+        return bytes([0xA0 | n]) + data
+    if n < 65536:
+        return b"\\xda" + n.to_bytes(2, "big") + data
+    return b"\\xdb" + n.to_bytes(4, "big") + data
+"""
 
 # For attack plugins that speak the wire protocol themselves: the RPC socket is fd argv[1].
 RAW_WRITE = '''

@@ -29,13 +29,21 @@ import pytest_asyncio
 from autoweave_plugins.errors import HookTimeout, PluginCrashed, ProtocolError
 from autoweave_plugins.process import WorkerProcess
 from tests.helpers.workers import running, write_plugin
-from tests.security._support import LOAD_TIMEOUT, assert_responsive, peak_rss, reset_peak_rss
+from tests.security._support import (
+    LOAD_TIMEOUT,
+    PACK_STR,
+    assert_responsive,
+    peak_rss,
+    reset_peak_rss,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MB = 1 << 20
 
-FLOOD_CODE = """
+FLOOD_CODE = (
+    PACK_STR
+    + """
 import asyncio
 import os
 import sys
@@ -43,14 +51,6 @@ import time
 
 import autoweave
 
-
-def pack_str(data):
-    n = len(data)
-    if n < 32:
-        return bytes([0xA0 | n]) + data
-    if n < 65536:
-        return b"\\xda" + n.to_bytes(2, "big") + data
-    return b"\\xdb" + n.to_bytes(4, "big") + data
 
 
 def request(op, fields):
@@ -101,6 +101,7 @@ async def fetch_and_stall(url, count, seconds):
     results = await asyncio.gather(*tasks, return_exceptions=True)
     return sum(not isinstance(r, BaseException) for r in results)
 """
+)
 HOOKS = {"onFlood": "flood", "onFetchAndStall": "fetch_and_stall"}
 
 

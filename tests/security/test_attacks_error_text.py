@@ -22,28 +22,22 @@ from autoweave_plugins.errors import HookError
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.rpc.wire_errors import MAX_MESSAGE, MAX_TRACEBACK
 from tests.helpers.workers import write_plugin
-from tests.security._support import CALL_TIMEOUT, assert_responsive, host_rss
+from tests.security._support import CALL_TIMEOUT, PACK_STR, assert_responsive, host_rss
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MB = 1 << 20
 CALLS = 22  # more than the 20 recent errors a plugin's record keeps
 
-SHOUT_CODE = """
+SHOUT_CODE = (
+    PACK_STR
+    + """
 import os
 import sys
 import time
 
 NEAR_CAP = (8 << 20) - 4096
 
-
-def pack_str(data):
-    n = len(data)
-    if n < 32:
-        return bytes([0xA0 | n]) + data
-    if n < 65536:
-        return b"\\xda" + n.to_bytes(2, "big") + data
-    return b"\\xdb" + n.to_bytes(4, "big") + data
 
 
 def error_frame(ident, field):
@@ -70,6 +64,7 @@ def shout(field):
             time.sleep(0.001)
     return "the host has already raised my error"
 """
+)
 
 
 @pytest.mark.parametrize("field", ["message", "type", "traceback"])
