@@ -26,6 +26,7 @@ import array
 import asyncio
 import heapq
 import math
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -384,8 +385,7 @@ class Channel(asyncio.Protocol):
         error = read_wire_error(value)
         if hook == ASSIGN_HOOK:
             if error.type == "SandboxUnavailable":
-                missing = tuple(error.message.rpartition(": ")[2].split(", "))
-                return SandboxUnavailable(missing, error.message)
+                return _sandbox_unavailable(error.message)
             # The plugin's own code raised (import, a missing hook function, onLoad): retrying
             # would fail the same way.
             return EntryError(f"{error.type}: {error.message}", self.plugin, error.traceback)
@@ -395,3 +395,14 @@ class Channel(asyncio.Protocol):
         return HookError(
             self.plugin, hook, error.type, error.message, error.traceback, returned=returned
         )
+
+
+_MISSING = re.compile(r"missing sandbox layers: ([\w, ]+?)(?: \((.*)\))?$", re.DOTALL)
+
+
+def _sandbox_unavailable(message: str) -> SandboxUnavailable:
+    """The worker's ``SandboxUnavailable`` again, from its message (``errors.py`` wording)."""
+    found = _MISSING.search(message)
+    if found is None:
+        return SandboxUnavailable(("unknown",), message)
+    return SandboxUnavailable(tuple(found.group(1).split(", ")), found.group(2) or "")

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from autoweave_plugins.sandbox.world import WorldOptions
+
 __all__ = ["Launch", "OSProcess", "SpawnedProcess", "Started", "spawn_interpreter"]
 
 
@@ -53,6 +55,9 @@ class Started:
     method: str
     """"spawn" or "template": how it was started (stats, tests)."""
 
+
+WORLD = WorldOptions()
+"""Every namespace the kernel allows: the default of ``worker_pool.namespaces``."""
 
 Launch = Callable[[], Awaitable[Started]]
 """Starts one blank worker process (``spawn_interpreter``, or ``forked.fork_from``)."""
@@ -90,13 +95,16 @@ class SpawnedProcess:
                 signal.pidfd_send_signal(self._pidfd, sig)
 
 
-async def spawn_interpreter(python: str = sys.executable, flags: tuple[str, ...] = ()) -> Started:
-    """Start ``python -I -m autoweave_plugins.worker``: empty environment, new session."""
+async def spawn_interpreter(
+    python: str = sys.executable, flags: tuple[str, ...] = (), world: WorldOptions = WORLD
+) -> Started:
+    """Start ``python -I -m autoweave_plugins.worker``: empty environment, new session;
+    ``world`` says what it is to enter (``worker/world_entry.py``)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         process = await asyncio.create_subprocess_exec(
             python, "-I", *flags, "-m", "autoweave_plugins.worker", str(child.fileno()), str(os.getpid()),
-            pass_fds=(child.fileno(),), env={}, stdin=asyncio.subprocess.DEVNULL,
+            world.to_arg(), pass_fds=(child.fileno(),), env={}, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, close_fds=True, cwd="/",
         )  # fmt: skip

@@ -41,6 +41,8 @@ from autoweave_plugins.pool import WorkerPool
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.recovery import ExitReason
 from autoweave_plugins.registry import PluginRecord, PluginState, Registry
+from autoweave_plugins.sandbox.nsprobe import workers_have_own_identity
+from autoweave_plugins.sandbox.world import WORKER_IDENTITY
 from autoweave_plugins.scheduler import LoadScheduler
 from autoweave_plugins.settings import LimitsConfig, ManagerConfig, Priority
 from autoweave_plugins.spec_builder import build_spec
@@ -257,6 +259,16 @@ class Loader:
             return record.inbound
         return bind_inbound(plugin.name, spec)  # a new port (first load, or changed by reload)
 
+    def _grant_owner(self) -> tuple[int, int] | None:
+        """Who the folders the host makes for a plugin's grants belong to: the worker's
+        identity on the host (65534 for a root host's workers in their world)."""
+        pool = self.config.worker_pool
+        if not pool.namespaces:
+            return None
+        if workers_have_own_identity(frozenset(pool.disabled_namespaces)):
+            return WORKER_IDENTITY
+        return None
+
     async def _assign(
         self,
         plugin: DiscoveredPlugin,
@@ -273,6 +285,7 @@ class Loader:
             serve_limits=self.config.limits.serve,
             environment=environment,
             max_frame=self.config.limits.max_frame,
+            grant_owner=self._grant_owner(),
             **self.config.worker_options(plugin.name),
         )
         lease = None

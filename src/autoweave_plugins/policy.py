@@ -242,12 +242,16 @@ def _root_problem(root: str) -> str | None:
     return None
 
 
-def ensure_declared_paths(manifest: Manifest, policy: GrantPolicy) -> list[str]:
+def ensure_declared_paths(
+    manifest: Manifest, policy: GrantPolicy, owner: tuple[int, int] | None = None
+) -> list[str]:
     """Make the declared paths that do not exist yet; returns the folders made, in order.
 
     A declared path the plugin will use (its data folder, say) need not exist before the
-    plugin's first load: it is made here, by the host, as a folder (mode 0700, owned by the
-    host's user, as the workers are), with any missing folder between it and its allowed root.
+    plugin's first load: it is made here, by the host, as a folder (mode 0700), with any
+    missing folder between it and its allowed root. It belongs to ``owner`` (uid, gid) when
+    given: who the worker is on the host (a root host's workers, in their own user namespace,
+    are uid 65534); else to the host's user, as workers without that layer are.
     Only under an allowed root: anything else is refused with ``PolicyRefused`` naming the
     permission (``enforce`` refuses it first when it is called first). Folders are made one
     component at a time through descriptors, never following a symlink, so a plugin that can
@@ -271,7 +275,7 @@ def ensure_declared_paths(manifest: Manifest, policy: GrantPolicy) -> list[str]:
                 f"({', '.join(roots) or 'none'}), so the host will not make it",
             )
         try:
-            made += _make_beneath(root, rule.path)
+            made += _make_beneath(root, rule.path, owner)
         except OSError as exc:
             raise PolicyRefused(
                 manifest.name,
@@ -281,10 +285,15 @@ def ensure_declared_paths(manifest: Manifest, policy: GrantPolicy) -> list[str]:
     return made
 
 
-def _make_beneath(root: str, path: str) -> list[str]:
-    """mkdir -p of ``path`` (which lies under ``root``) without following symlinks below it."""
+def _make_beneath(root: str, path: str, owner: tuple[int, int] | None = None) -> list[str]:
+    """mkdir -p of ``path`` (which lies under ``root``) without following symlinks below it;
+    the folders made from ``root`` down (``root`` too, if it was missing) go to ``owner``."""
     made: list[str] = []
-    os.makedirs(root, mode=0o700, exist_ok=True)  # the operator's own root: may hold links
+    if not os.path.lexists(root):
+        os.makedirs(root, mode=0o700)  # the operator's own root: may hold links
+        made.append(root)
+        if owner is not None:
+            os.chown(root, *owner)
     fd = os.open(os.path.realpath(root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     current = root
     try:
@@ -293,6 +302,8 @@ def _make_beneath(root: str, path: str) -> list[str]:
             try:
                 os.mkdir(part, 0o700, dir_fd=fd)
                 made.append(current)
+                if owner is not None:
+                    os.chown(part, *owner, dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 pass
             child = os.open(

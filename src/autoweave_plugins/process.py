@@ -48,12 +48,14 @@ from autoweave_plugins.errors import (
     WorkerError,
 )
 from autoweave_plugins.latency import LatencyWindow
-from autoweave_plugins.launch import Launch, OSProcess, spawn_interpreter
+from autoweave_plugins.launch import WORLD, Launch, OSProcess, spawn_interpreter
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.provision import Provisions
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
 from autoweave_plugins.sampling import Sample, read_rss, sample_process
+from autoweave_plugins.sandbox.namespaces import worker_pid
+from autoweave_plugins.sandbox.world import WorldOptions
 from autoweave_plugins.tasks import TaskSet
 
 __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
@@ -108,6 +110,7 @@ class WorkerProcess:
             self.channel, max_concurrent_requests=max_concurrent_requests
         )
         self.provisions: Provisions | None = None  # private tmp and metadata broker, once assigned
+        self._plugin_pid: int | None = None  # found once assigned: the worker is settled then
         self._exited = asyncio.Event()
         self._background = TaskSet("worker")
 
@@ -119,6 +122,7 @@ class WorkerProcess:
         *,
         python: str = sys.executable,
         python_flags: tuple[str, ...] = (),
+        world: WorldOptions = WORLD,
         max_frame: int = DEFAULT_MAX_FRAME,
         output: OutputLimits = DEFAULT_OUTPUT_LIMITS,
         ready_timeout: float = 30.0,
@@ -127,7 +131,7 @@ class WorkerProcess:
     ) -> WorkerProcess:
         """Start a blank worker from a fresh interpreter and wait until it reports ready."""
         return await cls.start(
-            functools.partial(spawn_interpreter, python, python_flags),
+            functools.partial(spawn_interpreter, python, python_flags, world),
             max_frame=max_frame,
             output=output,
             ready_timeout=ready_timeout,
@@ -240,13 +244,19 @@ class WorkerProcess:
     async def wait_closed(self) -> None:
         await self._exited.wait()
 
+    @property
+    def plugin_pid(self) -> int | None:
+        """The host's pid of the process that runs the plugin: in its own namespaces that is
+        not ``pid`` (the process the host started, which only relays) but its child."""
+        return self._plugin_pid or self.pid
+
     def sample(self) -> Sample | None:
         """RSS and CPU seconds of the live worker, read by the host; None if gone."""
-        return sample_process(self.pid) if self.alive else None
+        return sample_process(self.plugin_pid) if self.alive else None
 
     def measure_rss(self) -> int | None:
         """The worker's resident memory, read by the host (cheap: the memory check's read)."""
-        rss = read_rss(self.pid) if self.alive else None
+        rss = read_rss(self.plugin_pid) if self.alive else None
         if rss is not None:
             self.stats.rss = rss
         return rss
@@ -325,6 +335,7 @@ class WorkerProcess:
             raise LoadError(f"worker died while loading: {exc}", spec.plugin) from None
         finally:
             self.provisions.sent()
+        self._plugin_pid = worker_pid(self.pid)
         return info
 
     async def call(

@@ -25,6 +25,8 @@ from autoweave_plugins.jobs_config import JobsConfig
 from autoweave_plugins.output import OutputLimits
 from autoweave_plugins.policy import GrantPolicy
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, ServeLimits
+from autoweave_plugins.sandbox.world import NAMESPACES as NAMESPACE_NAMES
+from autoweave_plugins.sandbox.world import WorldOptions
 
 __all__ = [
     "START_METHODS",
@@ -108,6 +110,19 @@ class WorkerPoolConfig:
     template share its address-space layout (ASLR) and hash seed; this bounds how many do."""
     template_max_age: float = 3600.0
     """Seconds after which the template is replaced, for the same reason (0: no limit)."""
+    namespaces: bool = True
+    """Give each worker its own user, PID, network, IPC, mount and UTS namespaces and a
+    filesystem view built from its grants, where the kernel allows (``doctor`` says). Off, or
+    refused by the kernel, workers run under the other layers alone (``strict`` refuses)."""
+    disabled_namespaces: tuple[str, ...] = ()
+    """Namespaces workers must not use, handled as if the kernel refused them: the worker
+    falls back exactly as it would on a kernel without them."""
+    tmp_size_mb: int = 64
+    """Size of each worker's private ``/tmp`` (a tmpfs in its view, counted in its memory)."""
+
+    def world(self) -> WorldOptions:
+        """What every worker is asked to enter (see ``sandbox.world.WorldOptions``)."""
+        return WorldOptions(self.namespaces, frozenset(self.disabled_namespaces))
 
     def validate(self, prefix: str) -> None:
         require(self.min_workers >= 0, f"{prefix}.min_workers", "must be >= 0")
@@ -144,6 +159,13 @@ class WorkerPoolConfig:
         )
         require(self.template_max_forks >= 0, f"{prefix}.template_max_forks", "must be >= 0")
         require(self.template_max_age >= 0, f"{prefix}.template_max_age", "must be >= 0 seconds")
+        for index, name in enumerate(self.disabled_namespaces):
+            require(
+                name in NAMESPACE_NAMES,
+                f"{prefix}.disabled_namespaces[{index}]",
+                f"must be one of {', '.join(NAMESPACE_NAMES)}, not {name!r}",
+            )
+        require(1 <= self.tmp_size_mb <= 1 << 20, f"{prefix}.tmp_size_mb", "must be 1 to 1048576")
         require(1 <= self.blas_threads <= 1024, f"{prefix}.blas_threads", "must be from 1 to 1024")
         _check_modules(self.extra_imports, f"{prefix}.extra_imports")
         _check_modules(self.denied_imports, f"{prefix}.denied_imports")
@@ -319,6 +341,7 @@ class ManagerConfig:
             "denied_imports": tuple(name for name, allowed in rules.items() if not allowed),
             "blas_threads": pool.blas_threads,
             "policy": self.policy,
+            "tmp_bytes": pool.tmp_size_mb << 20,
         }
 
     @classmethod

@@ -27,15 +27,17 @@ def build_spec(
     serve_limits: ServeLimits | None = None,
     environment: Environment | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    tmp_bytes: int = 64 << 20,
+    grant_owner: tuple[int, int] | None = None,
 ) -> WorkerSpec:
     """The ASSIGN payload for a discovered, validated plugin (and its own environment).
 
     With ``policy``, declared paths that do not exist yet are made first (or refused with
-    ``PolicyRefused``): see ``policy.ensure_declared_paths``.
+    ``PolicyRefused``): see ``policy.ensure_declared_paths``; they go to ``grant_owner``.
     """
     manifest = plugin.manifest
     if policy is not None:
-        ensure_declared_paths(manifest, policy)
+        ensure_declared_paths(manifest, policy, grant_owner)
     return WorkerSpec(
         plugin=manifest.name,
         folder=plugin.folder,
@@ -54,4 +56,5 @@ def build_spec(
         environment_paths=[str(environment.path)] if environment else [],
         environment_roots=[str(environment.root)] if environment else [],
         max_frame=max_frame,
+        tmp_bytes=tmp_bytes,
     )

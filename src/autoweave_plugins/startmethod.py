@@ -124,7 +124,10 @@ class StartMethod:
             except TemplateUnavailable as exc:
                 self._fall_back(str(exc))
         return await WorkerProcess.spawn(
-            python=self._python, python_flags=self._python_flags, **self._worker_options
+            python=self._python,
+            python_flags=self._python_flags,
+            world=self._config.world(),
+            **self._worker_options,
         )
 
     @property
@@ -218,6 +221,7 @@ class StartMethod:
             ready_timeout=self._ready_timeout,
             max_forks=self._config.template_max_forks,
             max_age=self._config.template_max_age,
+            world=self._config.world(),
         )
         self.template_starts += 1
         await template.start()

@@ -35,6 +35,8 @@ from typing import Any
 import msgpack
 
 from autoweave_plugins.errors import WorkerError
+from autoweave_plugins.launch import WORLD
+from autoweave_plugins.sandbox.world import WorldOptions
 
 __all__ = ["Template", "TemplateDied", "TemplateError"]
 
@@ -86,8 +88,11 @@ class Template:
         ready_timeout: float = 30.0,
         max_forks: int = 0,
         max_age: float = 0.0,
+        world: WorldOptions = WORLD,
     ) -> None:
         self.python = python
+        self.world = world
+        """What every worker it forks enters (``worker/world_entry.py``)."""
         self.python_flags = python_flags
         self.ready_timeout = ready_timeout
         self.max_forks = max_forks
@@ -180,7 +185,7 @@ class Template:
         # pidfd, by whichever loop notices its exit.
         return subprocess.Popen(
             [self.python, "-I", *self.python_flags, "-m", "autoweave_plugins.worker.template",
-             str(template_end.fileno()), str(os.getpid())],
+             str(template_end.fileno()), str(os.getpid()), self.world.to_arg()],
             pass_fds=(template_end.fileno(),), env={}, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, close_fds=True,
             cwd="/",

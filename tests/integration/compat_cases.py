@@ -4,7 +4,11 @@ Every snippet defines ``run(grant, readonly)``: ``grant`` is a folder declared r
 ``readonly`` one declared read. ``WORKS`` must return the expected value (the test checks the
 disk, from the host, where there is something to check); ``REFUSED`` must raise the expected
 error type, with every fragment of ``says`` in the message the caller gets (the sandbox's
-notes are part of it) or the traceback.
+notes are part of it) or the traceback. Each runs in a worker with its own world (namespaces,
+a view made of its grants) and in one without (the fallback); where the kernel answers
+differently in the world, ``world_error`` and ``world_says`` say what the plugin gets there:
+a path outside the view does not exist (ENOENT), a read-only mount refuses a write (EROFS),
+and a move between two mounts is a move across devices (EXDEV).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ class Case:
     expected: Any = None
     error: str | None = None
     says: tuple[str, ...] = ()
+    world_error: str | None = None
+    world_says: tuple[str, ...] | None = None
     files: dict[str, str] = field(default_factory=dict)
     memory: dict[str, int] = field(default_factory=dict)
     extra_imports: tuple[str, ...] = ()
@@ -230,27 +236,35 @@ REFUSED = [
 def run(grant, readonly):
     return open("/etc/shadow").read()
 """, error="PermissionError", says=("'/etc/shadow'", "Landlock", "permissions", "filesystem",
-                                     '"mode": "read"')),
+                                     '"mode": "read"'),
+         world_error="FileNotFoundError",
+         world_says=("'/etc/shadow'", "does not exist in this plugin's view", "mount namespace",
+                     "permissions", '"mode": "read"')),
     Case("write_in_a_read_only_grant", """
 import os
 def run(grant, readonly):
     open(os.path.join(readonly, "new.txt"), "w")
-""", error="PermissionError", says=("may only read", '"mode": "readwrite"')),
+""", error="PermissionError", says=("may only read", '"mode": "readwrite"'),
+         world_error="OSError", world_says=("Read-only file system", "may only read",
+                                            '"mode": "readwrite"', "mount namespace")),
     Case("write_in_the_plugin_folder", """
 def run(grant, readonly):
     open("new.txt", "w")
-""", error="PermissionError", says=("plugin's own folder", "read-only", "temp folder")),
+""", error="PermissionError", says=("plugin's own folder", "read-only", "temp folder"),
+         world_error="OSError", world_says=("plugin's own folder", "read-only", "temp folder")),
     Case("rename_into_a_read_only_grant", """
 import os
 def run(grant, readonly):
     open(os.path.join(grant, "f"), "w").close()
     os.rename(os.path.join(grant, "f"), os.path.join(readonly, "f"))
-""", error="PermissionError", says=("may only read", '"mode": "readwrite"')),
+""", error="PermissionError", says=("may only read", '"mode": "readwrite"'),
+         world_error="OSError", world_says=("Invalid cross-device link", "would leave its grant")),
     Case("move_out_of_the_plugin_folder", """
 import os
 def run(grant, readonly):
     os.rename("data.txt", os.path.join(grant, "data.txt"))
 """, error="PermissionError", says=("'data.txt'", "plugin's own folder", "read-only"),
+         world_error="OSError", world_says=("'data.txt'", "would leave its grant"),
          files={"data.txt": "shipped"}),
     Case("symlink_in_a_grant", """
 import os
@@ -286,7 +300,7 @@ import multiprocessing
 def run(grant, readonly):
     multiprocessing.Pool(2)
 """, error="PermissionError", says=("semaphores shared between processes",),
-         extra_imports=("multiprocessing",)),
+         world_error="FileNotFoundError", extra_imports=("multiprocessing",)),
     Case("multiprocessing_process_when_the_import_is_granted", """
 import multiprocessing
 def run(grant, readonly):
@@ -297,7 +311,8 @@ def run(grant, readonly):
 from multiprocessing.dummy import Pool
 def run(grant, readonly):
     Pool(4)
-""", error="PermissionError", says=("semaphores shared between processes", "ThreadPoolExecutor")),
+""", error="PermissionError", says=("semaphores shared between processes", "ThreadPoolExecutor"),
+         world_error="FileNotFoundError"),
     Case("process_pool_executor", """
 import concurrent.futures
 def run(grant, readonly):

@@ -24,15 +24,21 @@ from autoweave_plugins.errors import HookError
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.roots import worker_tmp_base
+from autoweave_plugins.sandbox.world import NAMESPACES, WorldOptions
 from tests.helpers.workers import write_plugin
 from tests.integration.compat_cases import REFUSED, WORKS, Case
+from tests.worlds import write_grant
 
 VENDORED = "sortedcontainers"
 
 
-def _plugin(tmp_path: Path, case: Case) -> tuple[DiscoveredPlugin, Path, Path]:
+def _plugin(tmp_path: Path, case: Case, mode: str) -> tuple[DiscoveredPlugin, Path, Path]:
+    # A root host's workers are uid 65534 in their world, and root without one.
     grant, readonly = tmp_path / "grant", tmp_path / "readonly"
-    grant.mkdir()
+    if mode == "world":
+        write_grant(grant)
+    else:
+        grant.mkdir()
     readonly.mkdir()
     permissions: dict[str, Any] = {
         "filesystem": [
@@ -55,9 +61,13 @@ def _plugin(tmp_path: Path, case: Case) -> tuple[DiscoveredPlugin, Path, Path]:
     return plugin, grant, readonly
 
 
-async def _run(tmp_path: Path, case: Case) -> tuple[Any, WorkerProcess, Path]:
-    plugin, grant, readonly = _plugin(tmp_path, case)
-    worker = await WorkerProcess.spawn()
+MODES = ["world", "fallback"]
+WORLDS = {"world": WorldOptions(), "fallback": WorldOptions(disabled=frozenset(NAMESPACES))}
+
+
+async def _run(tmp_path: Path, case: Case, mode: str) -> tuple[Any, WorkerProcess, Path]:
+    plugin, grant, readonly = _plugin(tmp_path, case, mode)
+    worker = await WorkerProcess.spawn(world=WORLDS[mode])
     try:
         spec = build_spec(
             plugin, extra_imports=case.extra_imports, denied_imports=case.denied_imports
@@ -68,8 +78,8 @@ async def _run(tmp_path: Path, case: Case) -> tuple[Any, WorkerProcess, Path]:
         except HookError as exc:
             result = exc
         if case.name.startswith("numpy"):
-            assert worker.pid is not None
-            result = [*result, psutil.Process(worker.pid).num_threads()]
+            assert worker.plugin_pid is not None
+            result = [*result, psutil.Process(worker.plugin_pid).num_threads()]
     finally:
         await worker.stop()
     return result, worker, grant
@@ -99,13 +109,21 @@ def _expected(case: Case) -> Any:
     return case.expected
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", WORKS, ids=[c.name for c in WORKS])
-async def test_ordinary_code_works(tmp_path: Path, case: Case) -> None:
+async def test_ordinary_code_works(tmp_path: Path, case: Case, mode: str) -> None:
     if case.name.startswith("numpy"):
         pytest.importorskip("numpy")
-    result, worker, grant = await _run(tmp_path, case)
+    result, worker, grant = await _run(tmp_path, case, mode)
     assert not isinstance(result, HookError), f"{result}\n{result.traceback}"
-    if case.expected == "TMP":
+    if case.expected == "TMP" and mode == "world":
+        tmp, gettempdir, *made, content = result
+        assert tmp == gettempdir == "/tmp", result  # its own tmpfs, in its own view
+        assert all(path.startswith(tmp + "/") for path in made) and content == "data"
+        assert not os.listdir(worker_tmp_base()) or not any(
+            entry.startswith(f"{worker.pid}-") for entry in os.listdir(worker_tmp_base())
+        )
+    elif case.expected == "TMP":
         tmp, gettempdir, *made, content = result
         assert tmp == gettempdir and os.path.dirname(tmp) == worker_tmp_base(), result
         assert all(path.startswith(tmp + "/") for path in made) and content == "data"
@@ -122,13 +140,17 @@ async def test_ordinary_code_works(tmp_path: Path, case: Case) -> None:
     assert worker.returncode == 0
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
-async def test_what_cannot_work_says_why(tmp_path: Path, case: Case) -> None:
-    result, _worker, grant = await _run(tmp_path, case)
+async def test_what_cannot_work_says_why(tmp_path: Path, case: Case, mode: str) -> None:
+    result, _worker, grant = await _run(tmp_path, case, mode)
     assert isinstance(result, HookError), result
-    assert result.error_type == case.error, (result.error_type, result.error_message)
+    in_world = mode == "world"
+    error = case.world_error if in_world and case.world_error else case.error
+    says = case.world_says if in_world and case.world_says is not None else case.says
+    assert result.error_type == error, (result.error_type, result.error_message)
     said = result.error_message + result.traceback
-    missing = [fragment for fragment in case.says if fragment not in said]
+    missing = [fragment for fragment in says if fragment not in said]
     assert not missing, f"{missing} not in:\n{result.error_message}"
     if case.name.startswith("chmod_setuid"):
         assert not (grant / "tool").stat().st_mode & (stat.S_ISUID | stat.S_ISGID)

@@ -8,6 +8,7 @@ import httpx
 
 from tests.helpers.httpserver import local_server
 from tests.helpers.workers import running, write_plugin
+from tests.worlds import write_grant
 
 CODE = """
 import json
@@ -51,7 +52,7 @@ HOOKS = {
 
 async def test_read_write_list_under_declared_paths(tmp_path: Path) -> None:
     (tmp_path / "data" / "in").mkdir(parents=True)
-    (tmp_path / "data" / "out").mkdir()
+    write_grant(tmp_path / "data" / "out")
     (tmp_path / "data" / "in" / "config.json").write_text('{"threshold": 3}')
     base = str(tmp_path / "data")
     fs = [{"path": f"{base}/in", "mode": "read"}, {"path": f"{base}/out", "mode": "write"}]

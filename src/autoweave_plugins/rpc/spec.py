@@ -39,9 +39,15 @@ class WorkerSpec:
     max_frame: int = DEFAULT_MAX_FRAME
     """The host's ``limits.max_frame``: the largest frame either side sends or reads."""
     tmp_dir: str = ""
-    """The worker's private temporary folder (TMPDIR), made by the host; empty: none."""
+    """The worker's private temporary folder (TMPDIR), made by the host; empty: none. A
+    worker with its own mount namespace uses its tmpfs at /tmp instead."""
+    tmp_bytes: int = 64 << 20
+    """Size of the private /tmp tmpfs of a worker with its own view."""
     blas_threads: int = 1
     """OPENBLAS/OMP/MKL... thread counts for the worker (worker/environment.py)."""
+    own_view: bool = False
+    """Set by the worker itself, never sent: it lives in its own mount namespace, where
+    whatever is not granted does not exist (worker/world_entry.py)."""
     metadata_broker: bool = False
     """The first fd sent with ASSIGN is the socket of the host's chmod/utime broker."""
 

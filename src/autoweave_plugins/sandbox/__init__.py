@@ -1,6 +1,7 @@
 """What a worker applies to itself before any plugin code runs, and the capability probe.
 
-Order matters: rlimits, the thread cap (it changes the real uid, which needs CAP_SETUID) and
+The namespace layer (``namespaces.py``) comes first, entered by the worker itself
+(``worker/world_entry.py``); what it did is passed in as ``world``. Then, order matters: rlimits, the thread cap (it changes the real uid, which needs CAP_SETUID) and
 privilege dropping first (they need prctl/setrlimit/setresuid, which the seccomp filter later
 denies), then Landlock (before any thread exists, see landlock.py), then
 seccomp (last, because it forbids what the earlier steps used). The import guard is installed
@@ -22,6 +23,7 @@ from landlockpy import AccessFS
 from autoweave_plugins.errors import SandboxUnavailable
 from autoweave_plugins.rpc import WorkerSpec
 from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
+from autoweave_plugins.sandbox.namespaces import NAMESPACES, WorldReport
 from autoweave_plugins.sandbox.native import sandbox_complete
 from autoweave_plugins.sandbox.privileges import drop_privileges
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
@@ -71,11 +73,31 @@ def prepare() -> Prepared:
     return Prepared(tuple(runtime_read_paths()), seccomp)
 
 
-def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[str, object]:
-    """Apply every layer this machine supports; in strict mode, refuse if one is missing."""
+def _threads(spec: WorkerSpec, world: WorldReport | None) -> dict[str, object]:
+    if world is not None and world.max_threads is not None:
+        # Already capped, and exactly: RLIMIT_NPROC in the worker's own user namespace.
+        return {
+            "means": "user_namespace",
+            "limit": world.max_threads,
+            "max_threads": spec.max_threads,
+        }
+    return cap_threads(spec.max_threads)  # needs CAP_SETUID: before privileges are dropped
+
+
+def apply_sandbox(
+    spec: WorkerSpec, prepared: Prepared | None = None, world: WorldReport | None = None
+) -> dict[str, object]:
+    """Apply every layer this machine supports; in strict mode, refuse if one is missing.
+
+    ``world`` is what the namespace layer did (None: it is off), already entered: its lost
+    namespaces count as missing layers.
+    """
     prepared = prepared or prepare()
     report: dict[str, object] = {}
     missing: list[str] = []
+    if world is not None:
+        report["world"] = world.to_dict()
+        missing += [f"{name}_namespace" for name in NAMESPACES if name in world.lost]
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -92,7 +114,7 @@ def apply_sandbox(spec: WorkerSpec, prepared: Prepared | None = None) -> dict[st
     )
     limits["c_thread_stacks"] = int(size_thread_stacks())
     report["rlimits"] = limits
-    threads = cap_threads(spec.max_threads)  # needs CAP_SETUID: before privileges are dropped
+    threads = _threads(spec, world)
     report["threads"] = threads
     if threads["means"] == "none":
         missing.append("thread_cap")

@@ -56,10 +56,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from autoweave_plugins.errors import SandboxUnavailable, WorldError
-from autoweave_plugins.sandbox import kernel
+from autoweave_plugins.sandbox import kernel, native
 from autoweave_plugins.sandbox.holders import EXIT_ORPHANED, hold, relay
 from autoweave_plugins.sandbox.mounts import OLD_ROOT, Scaffold, build_base, finish_world
-from autoweave_plugins.sandbox.world import BasePlan, WorldSpec, plan_base, plan_plugin
+from autoweave_plugins.sandbox.world import (
+    NAMESPACES,
+    BasePlan,
+    WorldSpec,
+    plan_base,
+    plan_plugin,
+)
 
 __all__ = [
     "NAMESPACES",
@@ -71,7 +77,6 @@ __all__ = [
     "worker_pid",
 ]
 
-NAMESPACES = ("user", "pid", "net", "ipc", "mount", "uts")
 FLAGS = {
     "user": kernel.CLONE_NEWUSER,
     "pid": kernel.CLONE_NEWPID,
@@ -221,12 +226,13 @@ def open_namespaces(plan: BasePlan | None = None) -> Namespaces:
     me = os.pidfd_open(os.getpid())
     os.chdir("/")  # no process may pin the host's tree once the world detaches it
     # W and C must never return into the caller's code, whatever goes wrong in them.
-    if os.fork() == 0:
-        try:
-            hold(me)
-        finally:
-            os._exit(EXIT_ORPHANED)
-    worker = os.fork()
+    with native.own_forks():
+        if os.fork() == 0:
+            try:
+                hold(me)
+            finally:
+                os._exit(EXIT_ORPHANED)
+        worker = os.fork()
     if worker:
         try:
             relay(worker)

@@ -32,6 +32,7 @@ __all__ = [
     "forbid_programs",
     "libc",
     "load",
+    "own_forks",
     "sandbox_complete",
     "sonames_only",
 ]
@@ -46,7 +47,7 @@ PROGRAM_EVENTS = frozenset(
     )
 )  # fmt: skip
 
-_state = {"installed": False, "sandboxed": False}
+_state = {"installed": False, "sandboxed": False, "own_forks": False}
 
 
 def load(name: str) -> ctypes.CDLL:
@@ -82,6 +83,8 @@ def sonames_only() -> Iterator[None]:
 
 
 def _refuse_programs(event: str, args: tuple[Any, ...]) -> None:
+    if event == "os.fork" and _state["own_forks"]:
+        return
     if event in PROGRAM_EVENTS and not _state["sandboxed"]:
         raise PermissionError(
             errno.EPERM, f"{event}: no program may run in a worker before its sandbox is complete"
@@ -93,6 +96,17 @@ def forbid_programs() -> None:
     if not _state["installed"]:
         sys.addaudithook(_refuse_programs)
         _state["installed"] = True
+
+
+@contextlib.contextmanager
+def own_forks() -> Iterator[None]:
+    """While active, ``os.fork`` passes: the namespace layer's own forks (its pid 1 and the
+    worker), made before any plugin code exists in the process. Nothing is executed."""
+    _state["own_forks"] = True
+    try:
+        yield
+    finally:
+        _state["own_forks"] = False
 
 
 def sandbox_complete() -> None:

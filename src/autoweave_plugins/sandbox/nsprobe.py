@@ -10,6 +10,7 @@ pivot_root, its own ``/proc``), which also catches what a per-call check cannot,
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -27,7 +28,7 @@ from autoweave_plugins.sandbox.namespaces import (
 )
 from autoweave_plugins.sandbox.world import WorldSpec, plan_base
 
-__all__ = ["probe_namespaces"]
+__all__ = ["probe_namespaces", "workers_have_own_identity"]
 
 Verdicts = dict[str, tuple[bool, str]]
 
@@ -113,3 +114,15 @@ def probe_namespaces(timeout: float = 10.0) -> Verdicts:
     world = _in_child(_whole_world, timeout)
     results["world"] = world.get("world", (False, "the probe child gave no answer"))
     return results
+
+
+@functools.cache
+def workers_have_own_identity(disabled: frozenset[str] = frozenset()) -> bool:
+    """Whether this root host's workers will be uid 65534 on the host, as they are when they
+    build their world (the mount and PID namespaces); probed once, in a child. The host then
+    makes the folders it creates for them theirs; without a world they stay root's, like the
+    worker."""
+    if not privileged() or {"mount", "pid"} & disabled:
+        return False
+    found = _in_child(_each_namespace, 10.0)
+    return all(found.get(name, (False, ""))[0] for name in ("mount", "pid"))

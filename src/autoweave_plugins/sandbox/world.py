@@ -23,16 +23,19 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
-from autoweave_plugins.errors import InvalidPath, WorldError
+from autoweave_plugins.errors import InvalidPath, ProtocolError, WorldError
 from autoweave_plugins.sandbox import kernel
 
 __all__ = [
     "DATA",
+    "NAMESPACES",
     "READ_ONLY",
     "SYSTEM_DATA",
+    "WORKER_IDENTITY",
     "BasePlan",
     "BaseSpec",
     "Step",
+    "WorldOptions",
     "WorldSpec",
     "plan_base",
     "plan_plugin",
@@ -59,6 +62,9 @@ SYSTEM_DATA = (
 )
 """System files ordinary code reads; those missing on this host are left out of the view."""
 
+NAMESPACES = ("user", "pid", "net", "ipc", "mount", "uts")
+WORKER_IDENTITY = (65534, 65534)
+"""Who a root host's workers are on the host (uid, gid) once in their own user namespace."""
 DEVICES = ("null", "zero", "full", "random", "urandom")
 READ_ONLY = kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV
 DATA = kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV | kernel.MOUNT_ATTR_NOEXEC
@@ -90,9 +96,43 @@ class BaseSpec:
     runtime: tuple[str, ...] = field(default_factory=runtime_paths)
     system: tuple[str, ...] = SYSTEM_DATA
     hostname: str = "autoweave"
-    outside_uid: int = 65534
-    outside_gid: int = 65534
+    outside_uid: int = WORKER_IDENTITY[0]
+    outside_gid: int = WORKER_IDENTITY[1]
     disabled: frozenset[str] = frozenset()
+
+
+_OFF = "off"
+_ALL = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class WorldOptions:
+    """What the host asks of every worker it starts: whether it gets the namespace layer,
+    and which namespaces count as refused by the kernel (``worker_pool.namespaces`` and
+    ``worker_pool.disabled_namespaces``). It travels as one command-line argument
+    (``to_arg``): ``off``, ``-`` (all the kernel allows), or the comma list of refused ones.
+    """
+
+    enabled: bool = True
+    disabled: frozenset[str] = frozenset()
+
+    def to_arg(self) -> str:
+        if not self.enabled:
+            return _OFF
+        return ",".join(sorted(self.disabled)) or _ALL
+
+    @classmethod
+    def from_arg(cls, text: str) -> WorldOptions:
+        if text == _OFF:
+            return cls(enabled=False)
+        names = frozenset(name for name in text.split(",") if name and text != _ALL)
+        unknown = names - set(NAMESPACES)
+        if unknown:
+            raise ProtocolError(f"unknown namespaces in the world argument: {sorted(unknown)}")
+        return cls(disabled=names)
+
+    def base(self) -> BaseSpec:
+        return BaseSpec(disabled=self.disabled)
 
 
 @dataclass(frozen=True, slots=True)

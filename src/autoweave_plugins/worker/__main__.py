@@ -1,8 +1,10 @@
-"""Worker entry point: ``python -I -m autoweave_plugins.worker FD HOST_PID``.
+"""Worker entry point: ``python -I -m autoweave_plugins.worker FD HOST_PID WORLD``.
 
-A blank worker imports its runtime, reports READY, and waits (answering pings) until it is
-assigned a plugin. Then it applies the sandbox to itself, and only then imports plugin code.
-Everything the sandboxed runtime needs is imported here, before the sandbox closes the files.
+A blank worker imports its runtime, reports READY, enters its namespaces (``WORLD``, see
+``world_entry``), prepares what does not depend on the plugin, and waits (answering pings)
+until it is assigned a plugin. Then it completes its view, applies the other sandbox layers
+to itself, and only then imports plugin code. Everything the sandboxed runtime needs is
+imported here, before the sandbox closes the files.
 
 ``serve_blank`` is that life from READY on, shared by both start methods: ``main`` below (a
 spawned interpreter) and a child of the template (``worker/template.py``).
@@ -15,11 +17,14 @@ import os
 import socket
 import sys
 
-from autoweave_plugins.errors import ProtocolError, SandboxUnavailable
+from autoweave_plugins.errors import AutoweaveError, ProtocolError, SandboxUnavailable
 from autoweave_plugins.rpc import FrameDecoder, Kind, WorkerSpec, encode, wire_error
 from autoweave_plugins.sandbox import Prepared, apply_sandbox, native, prepare
+from autoweave_plugins.sandbox.namespaces import Namespaces, WorldReport
 from autoweave_plugins.sandbox.privileges import die_with_parent
+from autoweave_plugins.sandbox.world import BasePlan
 from autoweave_plugins.worker import runtime
+from autoweave_plugins.worker.world_entry import WorldOptions, enter, open_world
 
 EXIT_SANDBOX = 3
 EXIT_PROTOCOL = 4
@@ -49,18 +54,27 @@ def _wait_for_assignment(
                 raise ProtocolError(f"unexpected frame kind {kind} before assignment")
 
 
-def serve_blank(sock: socket.socket, prepared: Prepared | None) -> int:
-    """READY, wait for ASSIGN, sandbox, serve the plugin; returns the exit code.
+def _refuse(sock: socket.socket, ident: int, exc: AutoweaveError) -> int:
+    sock.sendall(encode([Kind.ERROR, ident, wire_error(type(exc).__name__, str(exc), "")]))
+    return EXIT_SANDBOX
 
-    ``prepared`` is the plugin-independent work done before READY; None (a forked child) has
-    it done right after READY, while the host prepares the assignment: the seccomp filter
-    names the worker's own pid, so a child cannot use the template's.
+
+def serve_blank(
+    sock: socket.socket,
+    options: WorldOptions,
+    base: BasePlan | None = None,
+) -> int:
+    """READY, namespaces, preparation, wait for ASSIGN, sandbox, serve; returns the exit code.
+
+    What follows READY happens while the host gets the assignment ready. The namespaces come
+    before the preparation because the seccomp filter names the worker's own pid, which its
+    PID namespace changes. ``base`` is the plan of the view's base, made once by a template.
     """
     decoder = FrameDecoder()
     inbound: list[int] = []
     sock.sendall(encode([Kind.READY, 0, {"pid": os.getpid()}]))
-    if prepared is None:
-        prepared = prepare()
+    namespaces = open_world(options, base)
+    prepared: Prepared = prepare()
     try:
         assigned = _wait_for_assignment(sock, decoder, inbound)
     except ProtocolError:
@@ -70,12 +84,15 @@ def serve_blank(sock: socket.socket, prepared: Prepared | None) -> int:
     ident, spec = assigned
     # The host's chmod/utime broker comes first among the descriptors (provision.py).
     broker = socket.socket(fileno=inbound.pop(0)) if spec.metadata_broker and inbound else None
+    if isinstance(namespaces, AutoweaveError):
+        return _refuse(sock, ident, namespaces)
+    world: WorldReport | None = None
     try:
-        report = apply_sandbox(spec, prepared)
-    except SandboxUnavailable as exc:
-        error = wire_error("SandboxUnavailable", str(exc), "")
-        sock.sendall(encode([Kind.ERROR, ident, error]))
-        return EXIT_SANDBOX
+        if isinstance(namespaces, Namespaces):
+            spec, world = enter(spec, namespaces)
+        report = apply_sandbox(spec, prepared, world)
+    except (SandboxUnavailable, AutoweaveError) as exc:
+        return _refuse(sock, ident, exc)
     listeners = [socket.socket(fileno=fd) for fd in inbound]
     asyncio.run(runtime.serve(sock, spec, decoder, ident, report, listeners, broker))
     return 0
@@ -87,7 +104,8 @@ def main() -> int:
         return 0
     sock = socket.socket(fileno=int(sys.argv[1]))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    return serve_blank(sock, prepare())
+    options = WorldOptions.from_arg(sys.argv[3]) if len(sys.argv) > 3 else WorldOptions(False)
+    return serve_blank(sock, options)
 
 
 if __name__ == "__main__":

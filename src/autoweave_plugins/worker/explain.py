@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from autoweave_plugins.rpc import WorkerSpec
 from autoweave_plugins.sandbox.imports import PROCESS_REFUSAL
 from autoweave_plugins.sandbox.rlimits import THREAD_STACK_BYTES
+from autoweave_plugins.sandbox.world import SYSTEM_DATA, runtime_paths
 
 __all__ = ["NOTE_PREFIX", "Explainer", "add_note_once"]
 
 NOTE_PREFIX = "autoweave sandbox"
 REFUSED = frozenset((errno.EACCES, errno.EPERM))
+LANDLOCK = "filesystem layer, Landlock"
+MOUNTS = "filesystem layer, mount namespace"
 MAX_CHAIN = 32
 GERUNDS = {"write": "writing", "read": "reading", "use": "reading and writing"}
 PROCESS_MODULES = (os.sep + "multiprocessing" + os.sep, os.sep + "concurrent" + os.sep + "futures")
@@ -62,10 +65,17 @@ class Explainer:
     tmp_dir: str
     max_heap_mb: int
     max_threads: int
+    view: tuple[str, ...] = ()
+    """What exists in the worker's own view (its mount namespace); empty without one."""
 
     @classmethod
     def for_spec(cls, spec: WorkerSpec) -> Explainer:
         grants = tuple((os.path.realpath(p), m) for p, m in spec.filesystem)
+        view: tuple[str, ...] = ()
+        if spec.own_view:
+            shown = [spec.folder, spec.tmp_dir, *spec.environment_roots, *runtime_paths()]
+            shown += [path for path, _mode in grants] + list(SYSTEM_DATA) + ["/dev", "/proc"]
+            view = tuple(path for path in shown if path)
         return cls(
             spec.plugin,
             os.path.realpath(spec.folder),
@@ -73,21 +83,17 @@ class Explainer:
             spec.tmp_dir,
             spec.max_heap_mb,
             spec.max_threads,
+            view,
         )
 
     # --- the messages ------------------------------------------------------------------------
 
-    def filesystem(self, path: str, write: bool | None) -> str:
+    def filesystem(self, path: str, write: bool | None, layer: str = LANDLOCK) -> str:
         """Why the filesystem layer refused write (True), read (False) or some access (None)
         to ``path``."""
-        head = f"{NOTE_PREFIX} (filesystem layer, Landlock): "
+        head = f"{NOTE_PREFIX} ({layer}): "
         wanted = {True: "write", False: "read", None: "use"}[write]
         resolved = os.path.realpath(path)
-        if self.tmp_dir and _contains(self.tmp_dir, resolved):
-            return head + (
-                f"{path!r} is in the private temp folder, which is granted readwrite; "
-                "the refusal comes from the file's own permissions, not the sandbox"
-            )
         containing = [(p, m) for p, m in self.grants if _contains(p, resolved)]
         if containing:
             root, mode = max(containing, key=lambda grant: len(grant[0]))
@@ -106,13 +112,64 @@ class Explainer:
                 f"declared path (permissions.filesystem) or to the private temp folder "
                 f"({self.tmp_dir or 'tempfile.gettempdir()'})"
             )
+        if self.tmp_dir and _contains(self.tmp_dir, resolved):
+            return head + (
+                f"{path!r} is in the private temp folder, which is granted readwrite; "
+                "the refusal comes from the file's own permissions, not the sandbox"
+            )
+        return (
+            head
+            + f"{path!r} is outside this plugin's filesystem grants; "
+            + self._grant(path, write)
+        )
+
+    @staticmethod
+    def _grant(path: str, write: bool | None) -> str:
+        wanted = {True: "write", False: "read", None: "use"}[write]
         suggested = path if os.path.isdir(path) or not write else os.path.dirname(path) or path
         mode = {True: "readwrite", False: "read", None: "read or readwrite"}[write]
-        return head + (
-            f"{path!r} is outside this plugin's filesystem grants; to {wanted} it, declare "
-            f'"permissions": {{"filesystem": [{{"path": "{suggested}", "mode": "{mode}"}}]}} '
-            "in the manifest (the host grants paths only under its policy.allowed_roots)"
+        return (
+            f'to {wanted} it, declare "permissions": {{"filesystem": [{{"path": "{suggested}", '
+            f'"mode": "{mode}"}}]}} in the manifest (the host grants paths only under its '
+            "policy.allowed_roots)"
         )
+
+    def in_view(self, path: str) -> bool:
+        """``path`` lies in the worker's own view (always true without one)."""
+        if not self.view:
+            return True
+        resolved = os.path.normpath(os.path.join(os.getcwd(), path))
+        return any(_contains(root, resolved) for root in self.view)
+
+    def absent(self, path: str, write: bool | None) -> str:
+        """Why ``path`` does not exist for the plugin: it is outside its view."""
+        return (
+            f"{NOTE_PREFIX} ({MOUNTS}): "
+            + (
+                f"{path!r} does not exist in this plugin's view of the filesystem, which holds only "
+                "its own folder, its grants, the Python runtime, system data and a private /tmp; "
+            )
+            + self._grant(path, write)
+        )
+
+    def file_note(self, error: OSError, write: bool | None) -> str | None:
+        """The note for a failed file call, if the sandbox is why: ``write`` says whether it
+        wrote (None: unknown)."""
+        source, target = _shown(error.filename), _shown(error.filename2)
+        if error.errno == errno.EXDEV and source and target:
+            return self.moved(source, target)
+        if error.errno in REFUSED or error.errno == errno.EROFS:
+            layer = MOUNTS if error.errno == errno.EROFS else LANDLOCK
+            if source and target:  # a move or a link: explain the end the sandbox refuses
+                culprit = source if not self.writable(source) else target
+                return self.filesystem(culprit, True, layer)
+            if source:
+                return self.filesystem(source, True if error.errno == errno.EROFS else write, layer)
+        if error.errno == errno.ENOENT:
+            outside = [path for path in (source, target) if path and not self.in_view(path)]
+            if outside:
+                return self.absent(outside[0], write if len(outside) == 1 else True)
+        return None
 
     @staticmethod
     def special_file(path: str) -> str:
@@ -125,9 +182,9 @@ class Explainer:
     def writable(self, path: str) -> bool:
         """The sandbox lets this plugin write ``path`` (its temp folder or a writable grant)."""
         resolved = os.path.realpath(path)
-        if self.tmp_dir and _contains(self.tmp_dir, resolved):
-            return True
         modes = [(len(p), m) for p, m in self.grants if _contains(p, resolved)]
+        if self.tmp_dir and _contains(self.tmp_dir, resolved):
+            modes.append((len(self.tmp_dir), "readwrite"))  # a grant inside it is more specific
         return bool(modes) and max(modes)[1] in ("write", "readwrite")
 
     def moved(self, source: str, target: str) -> str:
@@ -205,15 +262,7 @@ class Explainer:
             return None
         if _raised_in(error, PROCESS_MODULES):
             return self.processes("multiprocessing and ProcessPoolExecutor")
-        source, target = _shown(error.filename), _shown(error.filename2)
-        if error.errno == errno.EXDEV and source and target:
-            return self.moved(source, target)
-        if error.errno in REFUSED and source:
-            if target:  # a move or a link: explain the end the sandbox refuses
-                culprit = source if not self.writable(source) else target
-                return self.filesystem(culprit, write=True)
-            return self.filesystem(source, write=None)
-        return None
+        return self.file_note(error, None)
 
 
 def _raised_in(error: BaseException, fragments: tuple[str, ...]) -> bool:

@@ -79,15 +79,9 @@ def _argument(args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str
 
 def _wrap_files(explainer: Explainer) -> None:
     def noted(exc: OSError, writes: bool) -> None:
-        source, target = exc.filename, exc.filename2
-        paths = [os.fsdecode(p) for p in (source, target) if isinstance(p, str | bytes)]
-        if exc.errno == errno.EXDEV and len(paths) == 2:
-            add_note_once(exc, explainer.moved(paths[0], paths[1]))
-        elif exc.errno in REFUSED and len(paths) == 2:  # a move or a link: the refused end
-            culprit = paths[0] if not explainer.writable(paths[0]) else paths[1]
-            add_note_once(exc, explainer.filesystem(culprit, True))
-        elif exc.errno in REFUSED and paths:
-            add_note_once(exc, explainer.filesystem(paths[0], writes))
+        note = explainer.file_note(exc, writes)
+        if note is not None:
+            add_note_once(exc, note)
 
     def wrap(
         original: Function, writes: Callable[[Sequence[Any], dict[str, Any]], bool]
@@ -148,14 +142,16 @@ def _refusal(what: str) -> PermissionError:
     return PermissionError(errno.EPERM, f"{what}: {PROCESS_REFUSAL}")
 
 
-def _noting(original: Function, note: str) -> Function:
-    """``original``, with ``note`` on the refusals (EPERM, EACCES, ENOSYS) it raises."""
+def _noting(original: Function, note: str, absent: bool = False) -> Function:
+    """``original``, with ``note`` on the refusals (EPERM, EACCES, ENOSYS) it raises; and on
+    ENOENT if ``absent``, for what a worker's own view does not hold (``/dev/shm``)."""
+    refusals = (*REFUSED, errno.ENOSYS, *((errno.ENOENT,) if absent else ()))
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return original(*args, **kwargs)
         except OSError as exc:
-            if exc.errno in (*REFUSED, errno.ENOSYS):
+            if exc.errno in refusals:
                 add_note_once(exc, note)
             raise
 
@@ -176,7 +172,8 @@ def _refuse_process_pool(module: ModuleType) -> None:
 def _note_multiprocessing(module: ModuleType) -> None:
     semaphores = getattr(module, "SemLock", None)
     if semaphores is not None:
-        replace(semaphores, "__init__", _noting(semaphores.__init__, Explainer.semaphores()))
+        noted = _noting(semaphores.__init__, Explainer.semaphores(), absent=True)
+        replace(semaphores, "__init__", noted)
     processes = getattr(module, "BaseProcess", None)
     if processes is not None:
         replace(processes, "start", _noting_processes(processes.start, "multiprocessing"))

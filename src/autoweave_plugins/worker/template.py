@@ -1,9 +1,10 @@
-"""The template (zygote): ``python -I -m autoweave_plugins.worker.template CTL HOST_PID``.
+"""The template (zygote): ``python -I -m autoweave_plugins.worker.template CTL HOST_PID WORLD``.
 
 Started by the host like a blank worker (clean interpreter, empty environment, new session),
 it does once what every worker would otherwise do for itself: imports the worker runtime, the
 SDK and the standard modules plugins commonly use, and the plugin-independent sandbox
-preparation (libseccomp and Landlock loaded by soname). Then it freezes its objects out of
+preparation (libseccomp and Landlock loaded by soname) and the plan of the base of every
+worker's view (``WORLD``, as for a spawned worker: ``world_entry``). Then it freezes its objects out of
 the garbage collector's reach (``gc.freeze``, so collections in a child do not write to, and
 so copy, every page the template filled) and does nothing but fork on request.
 
@@ -41,8 +42,10 @@ import msgpack
 
 from autoweave_plugins.sandbox import Prepared, native, prepare
 from autoweave_plugins.sandbox.privileges import die_with_parent
+from autoweave_plugins.sandbox.world import BasePlan
 from autoweave_plugins.worker.__main__ import serve_blank
 from autoweave_plugins.worker.sibling import SiblingFork
+from autoweave_plugins.worker.world_entry import WorldOptions, plan
 
 __all__ = ["COMMON_MODULES", "FORK_REQUEST", "loaded_files", "main", "warm"]
 
@@ -95,7 +98,16 @@ def _close(fds: list[int]) -> None:
         os.close(fd)
 
 
-def _become_worker(ctl: socket.socket, fds: list[int], host_pid: int) -> int:
+class _Forking:
+    """What every child starts from: the host's pid, the world options and the base plan."""
+
+    def __init__(self, host_pid: int, options: WorldOptions, base: BasePlan | None) -> None:
+        self.host_pid = host_pid
+        self.options = options
+        self.base = base
+
+
+def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking) -> int:
     """In the child: take the passed descriptors, detach from the template, serve as a worker."""
     ctl.close()  # through its object, so nothing later closes a reused descriptor number
     channel, stdout, stderr = fds
@@ -107,14 +119,15 @@ def _become_worker(ctl: socket.socket, fds: list[int], host_pid: int) -> int:
     # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
     # here (it creates a scheduler autogroup), more than the whole fork.
     os.setpgid(0, 0)
-    if not die_with_parent(host_pid):
+    if not die_with_parent(forking.host_pid):
         return 0
-    sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(host_pid)]  # as spawned
+    world = forking.options.to_arg()
+    sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
     random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
-    return serve_blank(socket.socket(fileno=channel), None)
+    return serve_blank(socket.socket(fileno=channel), forking.options, forking.base)
 
 
-def serve_forks(ctl: socket.socket, sibling: SiblingFork, host_pid: int) -> int:
+def serve_forks(ctl: socket.socket, sibling: SiblingFork, forking: _Forking) -> int:
     """Fork on each request until the host closes the socket. Returns in the child too: with
     the child's exit code, so it unwinds and exits through the interpreter like a spawned one."""
     while True:
@@ -141,7 +154,7 @@ def serve_forks(ctl: socket.socket, sibling: SiblingFork, host_pid: int) -> int:
             _send(ctl, {"error": str(exc)})
             continue
         if pid == 0:
-            return _become_worker(ctl, list(fds), host_pid)
+            return _become_worker(ctl, list(fds), forking)
         _close(list(fds))
         _send(ctl, {"pid": pid})
 
@@ -155,6 +168,8 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     try:
         warm()
+        options = WorldOptions.from_arg(sys.argv[3]) if len(sys.argv) > 3 else WorldOptions(False)
+        forking = _Forking(host_pid, options, plan(options))
         sibling = SiblingFork()
         files = loaded_files()
     except Exception as exc:
@@ -163,7 +178,7 @@ def main() -> int:
     gc.collect()
     gc.freeze()
     _send(ctl, {"ready": {"pid": os.getpid(), "files": files}})
-    return serve_forks(ctl, sibling, host_pid)
+    return serve_forks(ctl, sibling, forking)
 
 
 if __name__ == "__main__":
