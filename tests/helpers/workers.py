@@ -23,6 +23,7 @@ from autoweave_plugins.forked import fork_from
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.manifest import ManifestCache
 from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.sandbox.world import WORKER_IDENTITY
 from autoweave_plugins.template import Template
 from tests.helpers.plugins import write_plugin_folder
 
@@ -82,3 +83,18 @@ async def running(
         yield worker
     finally:
         await worker.stop()
+
+
+def in_world(worker: WorkerProcess) -> bool:
+    """The worker runs its plugin in its own namespaces (the process the host started only
+    relays): what the plugin sees of files and processes is its world's."""
+    return worker.plugin_pid != worker.pid
+
+
+def grant_folder(path: Path) -> Path:
+    """Make ``path`` as a folder a worker may write, as the host makes declared ones: a root
+    host's workers are uid 65534 in their world."""
+    path.mkdir(parents=True)
+    if os.geteuid() == 0:
+        os.chown(path, *WORKER_IDENTITY)
+    return path

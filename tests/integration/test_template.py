@@ -31,11 +31,12 @@ from autoweave_plugins.broker.inbound import bind_inbound, close_all
 from autoweave_plugins.forked import fork_from
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.sandbox.namespaces import worker_pid
 from autoweave_plugins.settings import LimitsConfig, WorkerPoolConfig
 from autoweave_plugins.startmethod import StartMethod
 from autoweave_plugins.template import Template, TemplateDied
 from tests.helpers.processes import children_of, process_exists
-from tests.helpers.workers import write_plugin
+from tests.helpers.workers import grant_folder, write_plugin
 
 SECRET_HOLDER = """
 import os, sys
@@ -144,8 +145,7 @@ async def test_a_worker_forked_after_another_plugin_holds_nothing_of_it(
     if os.geteuid() != 0:
         pytest.skip("reading a sandboxed (undumpable) worker's memory needs root")
     secret = "S3CRET-" + secrets.token_hex(16)
-    data = tmp_path / "data"
-    data.mkdir()
+    data = grant_folder(tmp_path / "data")
     holder = write_plugin(
         tmp_path / "plugins",
         "holder",
@@ -167,10 +167,11 @@ async def test_a_worker_forked_after_another_plugin_holds_nothing_of_it(
         config = {"secret": secret, "data": str(data)}
         await first.assign(build_spec(holder, config=config), inbound=listeners)
         await first.call("onKeep")
-        assert first.pid is not None
+        first_pid = first.plugin_pid
+        assert first_pid is not None
         # The oracle works: the secret is found where it is.
-        assert writable_memory_contains(first.pid, (secret * 3).encode())
-        held = open_objects(first.pid)
+        assert writable_memory_contains(first_pid, (secret * 3).encode())
+        held = open_objects(first_pid)
         assert len(held) >= 3  # the oracle works: channel, the inbound listener, held.txt
         if first_plugin_ends == "crashed":
             with pytest.raises(Exception, match="exited"):
@@ -180,17 +181,19 @@ async def test_a_worker_forked_after_another_plugin_holds_nothing_of_it(
         second = await WorkerProcess.start(fork)
         assert second.pid is not None
         await second.ping()  # answered once its plugin-independent preparation is done
+        second_pid = worker_pid(second.pid)  # in its world by now: the process that serves
         # Blank, before any assignment: exactly what the host handed over.
-        blank = descriptors(second.pid)
+        blank = descriptors(second_pid)
         assert sorted(blank) == [0, 1, 2, 3], blank
         assert blank[0] == "/dev/null" and blank[3].startswith("socket:")
-        assert not writable_memory_contains(second.pid, secret.encode())
-        assert not writable_memory_contains(template.pid or 0, secret.encode())
+        for pid in {second.pid, second_pid, template.pid or 0}:
+            assert not writable_memory_contains(pid, secret.encode())
         await second.assign(build_spec(probe))
         seen = await second.call("onLook")
-        assert not writable_memory_contains(second.pid, secret.encode())
-        assert not open_objects(second.pid) & held
-        assert not [m for m in seen["modules"] if "holder" in m]
+        assert not writable_memory_contains(second_pid, secret.encode())
+        assert not open_objects(second_pid) & held
+        own = [m for m in seen["modules"] if not m.startswith("autoweave_plugins.")]
+        assert own and not [m for m in own if "holder" in m]
         assert not [f for f in seen["files"] if f.startswith(holder.folder)]
         await second.stop()
         await first.stop()
@@ -288,11 +291,15 @@ async def test_a_killed_template_is_replaced_and_its_workers_keep_serving(
         assert method is not None and method.template is not None
         old = method.template.pid
         assert old is not None
-        _, alpha_pid = await m.call("alpha", "onEcho", 1)
+        await m.call("alpha", "onEcho", 1)
+        alpha_pid = m.records["alpha"].assignments[0].worker.pid
         os.kill(old, signal.SIGKILL)
         await until(lambda: method.replaced["died"] == 1 and method.template is not None)
-        assert await m.call("alpha", "onEcho", 2) == [2, alpha_pid]  # the same worker
-        _, beta_pid = await m.call("beta", "onEcho", 3)  # a fork from the new template
+        assert await m.call("alpha", "onEcho", 2) == [2, 2]  # served ...
+        assert m.records["alpha"].assignments[0].worker.pid == alpha_pid  # ... by the same worker
+        await m.call("beta", "onEcho", 3)  # a fork from the new template
+        beta_pid = m.records["beta"].assignments[0].worker.pid
+        assert beta_pid is not None
         assert method.template.pid not in (None, old) and beta_pid != alpha_pid
         assert int(stat_fields(beta_pid)[1]) == os.getpid()
         stats = m.get_manager_stats()["workers"]["start_method"]
@@ -357,9 +364,10 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
     before = set(children_of(os.getpid()))
     with caplog.at_level(logging.WARNING, logger="autoweave_plugins.startmethod"):
         async with manager(tmp_path) as m:
-            _, pid = await m.call("alpha", "onEcho", 1)
+            await m.call("alpha", "onEcho", 1)
             stats = m.get_manager_stats()["workers"]["start_method"]
             record = m.records["alpha"]
+            pid = record.assignments[0].worker.pid
             assert record.assignments[0].worker.method == "spawn"
     assert stats["requested"] == "template" and stats["active"] == "spawn"
     assert "template" in (stats["fallback_reason"] or "")

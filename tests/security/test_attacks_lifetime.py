@@ -114,7 +114,7 @@ async def main():
     worker = await method()
     await worker.assign(build_spec(plugin, extra_imports=("ctypes",)), inbound=listeners)
     cleared = await worker.call("onStay", sys.argv[2], sys.argv[3], timeout=15)
-    print(json.dumps({"worker": worker.pid, "cleared": cleared}), flush=True)
+    print(json.dumps({"worker": worker.plugin_pid, "cleared": cleared}), flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())

@@ -62,6 +62,22 @@ def _seccomp_mode() -> str | None:
     return None
 
 
+LOST = {
+    "user": "the per-worker thread count (RLIMIT_NPROC is then shared by the uid) and, on an "
+    "unprivileged host, every other namespace",
+    "pid": "workers see the host's processes, and only PDEATHSIG ends them with the host",
+    "net": "network isolation by the kernel: only seccomp's socket() ban and Landlock's TCP "
+    "rules remain",
+    "ipc": "private System V IPC and message queues (seccomp still denies their calls)",
+    "mount": "the view built from grants: workers see the host's files, limited by Landlock "
+    "alone, and /tmp is not size-capped",
+    "uts": "a hostname of their own",
+    "world": "the whole namespace layer: workers run under Landlock, seccomp and rlimits "
+    "alone (strict refuses to run them)",
+}
+"""What a worker loses when the host cannot give it each namespace (``doctor``)."""
+
+
 def probe() -> SandboxProbe:
     layers: dict[str, LayerStatus] = {}
     try:
@@ -124,10 +140,8 @@ def probe() -> SandboxProbe:
     # Probed by trying, in throwaway children; imported here so workers never load it.
     from autoweave_plugins.sandbox.nsprobe import probe_namespaces  # noqa: PLC0415
 
-    # The layer is built and probed, but workers do not enter it yet: say so rather than let
-    # "yes" read as protection the workers have.
     for name, (ok, detail) in probe_namespaces().items():
-        note = f"{detail}; available, not yet applied to workers"
+        note = f"{detail}; workers enter it" if ok else f"{detail}; lost: {LOST[name]}"
         layers["world" if name == "world" else f"namespace_{name}"] = LayerStatus(ok, note)
     controllers = _read("/sys/fs/cgroup/cgroup.controllers")
     layers["cgroups_v2"] = LayerStatus(
