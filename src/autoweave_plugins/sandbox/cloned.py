@@ -4,8 +4,9 @@ A spawned worker enters its namespaces with ``open_namespaces`` (unshare, then t
 the relay W stays outside, C becomes pid 1). A template can do better: it clones each worker
 straight into new namespaces (``clone_attempts`` gives the flags, best first), so the process
 the host supervises is already pid 1 of its own PID namespace, holding it and relaying the
-host's signals at once (``holders.hold_and_relay``); ``adopt`` then forks the worker, pid 2,
-and builds the base of its view there. One process and one fork fewer per worker than the
+host's signals at once (``holders.hold_and_relay``). ``split`` forks the worker, pid 2, the
+moment the clone returns: every page pid 1 writes is a copy it keeps for its whole life, so it
+runs as little Python as possible. ``adopt`` then builds the base of the view in the worker. One process and one fork fewer per worker than the
 spawned path, with the same guarantees: pid 1 runs no plugin code and dies with the host
 (its own PDEATHSIG), and the kernel kills the namespace with it.
 """
@@ -13,6 +14,8 @@ spawned path, with the same guarantees: pid 1 runs no plugin code and dies with 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import time
 
 from autoweave_plugins.errors import WorldError
@@ -30,7 +33,7 @@ from autoweave_plugins.sandbox.namespaces import (
 )
 from autoweave_plugins.sandbox.world import BasePlan, WorldOptions
 
-__all__ = ["Attempt", "adopt", "clone_attempts"]
+__all__ = ["Attempt", "adopt", "clone_attempts", "split"]
 
 Attempt = tuple[int, tuple[str, ...], dict[str, str]]
 """``(clone flags, namespaces they create, namespaces lost with why)``."""
@@ -65,14 +68,36 @@ def _flags(names: tuple[str, ...]) -> int:
     return flags
 
 
+def split(host: int) -> None:
+    """In the clone, at once: fork the worker and return in it; this process stays behind as
+    pid 1 and never returns. ``host`` is a pidfd of the host, readable once it has exited.
+
+    Pid 1 takes a process group of its own (the worker's too), asks to die with the host, and
+    keeps no descriptor: the channel's only holder is the worker, and no pipe of the
+    template's stays open for its sake.
+    """
+    os.setpgid(0, 0)  # a signal to the template's group misses both
+    with native.own_forks():
+        worker = os.fork()
+    if worker == 0:
+        return
+    try:
+        kernel.set_pdeathsig(signal.SIGKILL)
+        if select.select([host], [], [], 0)[0]:  # the host died before the prctl could cover it
+            os.kill(worker, signal.SIGKILL)
+            os._exit(EXIT_ORPHANED)
+        hold_and_relay(worker)
+    finally:
+        os._exit(EXIT_ORPHANED)
+
+
 def adopt(
     plan: BasePlan, created: tuple[str, ...], lost: dict[str, str], host_ids: tuple[int, int]
 ) -> Namespaces:
-    """In a child cloned into ``created``: fork the worker and return in it, with the base of
-    its view built. This process stays behind as pid 1 and never returns.
+    """In the worker that ``split`` made in namespaces ``created``: build the base of its view.
 
-    ``host_ids`` are the template's uid and gid, which an unprivileged child maps itself to.
-    Raises ``WorldError`` in the worker if its view cannot be built.
+    ``host_ids`` are the template's uid and gid, which an unprivileged worker maps its user
+    namespace to. Raises ``WorldError`` if the view cannot be built.
     """
     started = time.perf_counter()
     root = privileged()
@@ -82,13 +107,6 @@ def adopt(
         except OSError as exc:
             raise WorldError("namespaces", "/proc/self/uid_map", exc.strerror or str(exc)) from exc
     os.chdir("/")  # no process may pin the host's tree once the world detaches it
-    with native.own_forks():
-        worker = os.fork()
-    if worker:
-        try:
-            hold_and_relay(worker)
-        finally:
-            os._exit(EXIT_ORPHANED)
     opened = _ms(started)
     if "uts" in created:
         try:

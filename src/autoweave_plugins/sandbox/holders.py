@@ -95,7 +95,7 @@ def hold_and_relay(worker: int) -> NoReturn:
     128 + N, as a shell reports it.
     """
     kernel.set_dumpable(False)
-    _close_all_except({0, 1, 2})
+    _close_all_except(set())
 
     def forward(signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):

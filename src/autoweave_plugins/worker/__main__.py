@@ -70,9 +70,9 @@ def serve_blank(sock: socket.socket, opener: Opener, prepared: Prepared | None =
     """
     decoder = FrameDecoder()
     inbound: list[int] = []
-    # The pid as the host knows it (a template's child may be pid 1 of its own namespace):
-    # the host finds a child whose fork the template could not answer by it.
-    sock.sendall(encode([Kind.READY, 0, {"pid": outer_pid()}]))
+    # The pid of the host's child, as the host knows it (by which it finds a child whose fork
+    # the template could not answer): in its own PID namespace, the worker's pid 1.
+    sock.sendall(encode([Kind.READY, 0, {"pid": outer_pid(parent=os.getpid() == 2)}]))
     namespaces = opener()
     if prepared is None or prepared.pid != os.getpid():
         prepared = prepare()

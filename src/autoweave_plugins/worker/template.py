@@ -44,7 +44,7 @@ from typing import Any
 import msgpack
 
 from autoweave_plugins.sandbox import Prepared, native, prepare
-from autoweave_plugins.sandbox.cloned import clone_attempts
+from autoweave_plugins.sandbox.cloned import clone_attempts, split
 from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
@@ -68,6 +68,7 @@ paid by every plugin that imports one."""
 FORK_REQUEST = b"fork"
 FDS_PER_FORK = 3  # channel, stdout, stderr
 CHANNEL_FD = 3
+WORKER_PID = 2  # in its own PID namespace, where pid 1 holds it
 
 
 def warm() -> Prepared:
@@ -130,6 +131,8 @@ class _Forking:
                 refused = exc.strerror or str(exc)
                 continue
             assert base is not None  # attempts are made only with a plan
+            if pid == 0:
+                split(self.host)  # returns in the worker; pid 1 stays behind
             return pid, functools.partial(adopt_world, base, created, lost, self.host_ids)
         pid = sibling.fork()
         if refused and base is not None:  # the kernel refused: every namespace lost, with why
@@ -155,8 +158,10 @@ def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener
     os.close(stderr)
     # A process group of its own, so that a signal to the template's group misses it. Not a
     # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
-    # here (it creates a scheduler autogroup), more than the whole fork.
-    os.setpgid(0, 0)
+    # here (it creates a scheduler autogroup), more than the whole fork. (In its own PID
+    # namespace, the worker already shares its pid 1's.)
+    if os.getpid() != WORKER_PID:
+        os.setpgid(0, 0)
     # PDEATHSIG, then whether the host is still there: asked of its pidfd, because in a PID
     # namespace of its own the child's getppid() is 0.
     die_with_parent(forking.host_pid)
