@@ -14,8 +14,6 @@ spawned path, with the same guarantees: pid 1 runs no plugin code and dies with 
 from __future__ import annotations
 
 import os
-import select
-import signal
 import time
 
 from autoweave_plugins.errors import WorldError
@@ -27,94 +25,79 @@ from autoweave_plugins.sandbox.namespaces import (
     FLAGS,
     NAMESPACES,
     Namespaces,
+    _create,
     _map_to,
     _ms,
     privileged,
 )
 from autoweave_plugins.sandbox.world import BasePlan, WorldOptions
 
-__all__ = ["Attempt", "adopt", "clone_attempts", "split"]
-
-Attempt = tuple[int, tuple[str, ...], dict[str, str]]
-"""``(clone flags, namespaces they create, namespaces lost with why)``."""
+__all__ = ["adopt", "clone_attempts", "split"]
 
 
-def clone_attempts(options: WorldOptions, root: bool) -> list[Attempt]:
-    """What to ask ``clone`` for, best first: every namespace, then the ones a world needs
-    without the optional ones. Empty when the layer is off or a needed one is disabled (the
-    child then goes the spawned way, which reports what was lost)."""
+def clone_attempts(options: WorldOptions, root: bool) -> list[int]:
+    """The flags to clone a worker with: its PID namespace (and, unprivileged, the user
+    namespace every other one needs), or none when the layer is off or a needed namespace is
+    disabled (the child then goes the spawned way, which reports what was lost). The other
+    namespaces the worker unshares itself, after READY (``adopt``): a new network namespace
+    alone costs about a millisecond, which the clone would otherwise add to every start."""
     if not options.enabled:
         return []
-    required = ("mount", "pid") if root else ("user", "mount", "pid")
-    if set(required) & options.disabled:
+    required = ("pid",) if root else ("user", "pid")
+    if {*required, "mount"} & options.disabled:
         return []
-    wanted = tuple(n for n in (*required, *_OPTIONAL) if n not in options.disabled)
-    # A root host's worker takes its user namespace last, at assignment (namespaces.py).
-    lost = {n: f"{n} namespace disabled by the host" for n in NAMESPACES if n in options.disabled}
-    if root and "user" in options.disabled:
-        lost["user"] = "user namespace disabled by the host"
-    attempts: list[Attempt] = [(_flags(wanted), wanted, lost)]
-    if wanted != required:
-        refused = "the kernel refused it"
-        fewer = lost | {n: refused for n in wanted if n not in required}
-        attempts.append((_flags(required), required, fewer))
-    return attempts
-
-
-def _flags(names: tuple[str, ...]) -> int:
     flags = 0
-    for name in names:
+    for name in required:
         flags |= FLAGS[name]
-    return flags
+    return [flags]
 
 
-def split(host: int) -> None:
-    """In the clone, at once: fork the worker and return in it; this process stays behind as
-    pid 1 and never returns. ``host`` is a pidfd of the host, readable once it has exited.
+def split() -> None:
+    """In the clone, once it has told the host it is READY: fork the worker and return in it;
+    this process stays behind as pid 1 and never returns.
 
-    Pid 1 takes a process group of its own (the worker's too), asks to die with the host, and
-    keeps no descriptor: the channel's only holder is the worker, and no pipe of the
-    template's stays open for its sake.
+    The caller has made it die with the host (PDEATHSIG, checked against a pidfd) and given it
+    a process group of its own, which the worker shares. Pid 1 keeps no descriptor: the
+    channel's only holder is the worker, and no pipe of the template's stays open for it.
     """
-    os.setpgid(0, 0)  # a signal to the template's group misses both
     with native.own_forks():
         worker = os.fork()
     if worker == 0:
         return
     try:
-        kernel.set_pdeathsig(signal.SIGKILL)
-        if select.select([host], [], [], 0)[0]:  # the host died before the prctl could cover it
-            os.kill(worker, signal.SIGKILL)
-            os._exit(EXIT_ORPHANED)
         hold_and_relay(worker)
     finally:
         os._exit(EXIT_ORPHANED)
 
 
-def adopt(
-    plan: BasePlan, created: tuple[str, ...], lost: dict[str, str], host_ids: tuple[int, int]
-) -> Namespaces:
-    """In the worker that ``split`` made in namespaces ``created``: build the base of its view.
+def adopt(plan: BasePlan, host_ids: tuple[int, int]) -> Namespaces:
+    """In the worker ``split`` made: create the rest of its namespaces (mount, and network,
+    IPC and UTS as far as the kernel allows) and build the base of its view.
 
     ``host_ids`` are the template's uid and gid, which an unprivileged worker maps its user
-    namespace to. Raises ``WorldError`` if the view cannot be built.
+    namespace to. Raises ``WorldError`` if a namespace a world needs or the view cannot be had.
     """
     started = time.perf_counter()
     root = privileged()
-    if not root:
-        try:
+    disabled = plan.spec.disabled
+    try:
+        if not root:
             _map_to(*host_ids)
-        except OSError as exc:
-            raise WorldError("namespaces", "/proc/self/uid_map", exc.strerror or str(exc)) from exc
+        lost = _create(("mount",), disabled)
+    except OSError as exc:
+        raise WorldError("namespaces", "unshare", exc.strerror or str(exc)) from exc
+    if root and "user" in disabled:
+        lost["user"] = "user namespace disabled by the host"
     os.chdir("/")  # no process may pin the host's tree once the world detaches it
     opened = _ms(started)
-    if "uts" in created:
+    if "uts" not in lost:
         try:
             kernel.sethostname(plan.spec.hostname)
         except OSError as exc:
             raise WorldError("namespaces", "hostname", exc.strerror or str(exc)) from exc
     final_uid = plan.spec.outside_uid if root else host_ids[0]
     scaffold = build_base(plan, cover_proc=final_uid == 0)
-    made = tuple(name for name in NAMESPACES if name in created)
+    made = ("pid", "mount", *_OPTIONAL) if root else ("user", "pid", "mount", *_OPTIONAL)
+    created = tuple(name for name in NAMESPACES if name in made and name not in lost)
     timings = {"open": opened, "base": round(_ms(started) - opened, 3)}
-    return Namespaces(made, dict(lost), root, host_ids[0], plan, scaffold, timings)
+    return Namespaces(created, lost, root, host_ids[0], plan, scaffold, timings)

@@ -331,18 +331,17 @@ def enter_world(spec: WorldSpec, namespaces: Namespaces | None = None) -> WorldR
     return WorldReport(active, lost, outside, threads, timings | {"world": _ms(started)})
 
 
-def outer_pid(*, parent: bool = False) -> int:
-    """This process's pid (or its ``parent``'s) in the PID namespace of the ``/proc`` it sees
-    (the host's, until the world is built)."""
-    field = "PPid:" if parent else "NSpid:"
+def outer_pid() -> int:
+    """This process's pid in the PID namespace of the ``/proc`` it sees (the host's, until
+    the world is built): ``NSpid``'s first field."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith(field):
+                if line.startswith("NSpid:"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    return os.getppid() if parent else os.getpid()
+    return os.getpid()
 
 
 def worker_pid(outer_pid: int) -> int:

@@ -48,7 +48,7 @@ from autoweave_plugins.sandbox.cloned import clone_attempts, split
 from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
-from autoweave_plugins.worker.__main__ import serve_blank
+from autoweave_plugins.worker.__main__ import announce, serve_blank
 from autoweave_plugins.worker.sibling import SiblingFork
 from autoweave_plugins.worker.world_entry import Opened, Opener, adopt_world, open_world, plan
 
@@ -68,7 +68,6 @@ paid by every plugin that imports one."""
 FORK_REQUEST = b"fork"
 FDS_PER_FORK = 3  # channel, stdout, stderr
 CHANNEL_FD = 3
-WORKER_PID = 2  # in its own PID namespace, where pid 1 holds it
 
 
 def warm() -> Prepared:
@@ -124,16 +123,14 @@ class _Forking:
         the child 0 and how it enters its world."""
         refused = ""
         base = self.base
-        for flags, created, lost in self.attempts:
+        for flags in self.attempts:
             try:
                 pid = sibling.fork(flags)
             except OSError as exc:
                 refused = exc.strerror or str(exc)
                 continue
             assert base is not None  # attempts are made only with a plan
-            if pid == 0:
-                split(self.host)  # returns in the worker; pid 1 stays behind
-            return pid, functools.partial(adopt_world, base, created, lost, self.host_ids)
+            return pid, functools.partial(adopt_world, base, self.host_ids)
         pid = sibling.fork()
         if refused and base is not None:  # the kernel refused: every namespace lost, with why
             lost = dict.fromkeys(NAMESPACES, f"clone refused: {refused}")
@@ -149,19 +146,18 @@ def _without_namespaces(base: BasePlan, lost: dict[str, str], host_ids: tuple[in
 
 
 def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener: Opener) -> int:
-    """In the child: take the passed descriptors, detach from the template, serve as a worker."""
+    """In the child: take the passed descriptors, detach from the template, serve as a worker.
+
+    A child cloned into its own PID namespace is its pid 1: it reports READY itself, the
+    moment it holds the channel, and then forks the worker (``split``), which serves. Every
+    page pid 1 writes is a copy it keeps, so it does no more than that.
+    """
     ctl.close()  # through its object, so nothing later closes a reused descriptor number
     channel, stdout, stderr = fds
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
     os.close(stdout)
     os.close(stderr)
-    # A process group of its own, so that a signal to the template's group misses it. Not a
-    # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
-    # here (it creates a scheduler autogroup), more than the whole fork. (In its own PID
-    # namespace, the worker already shares its pid 1's.)
-    if os.getpid() != WORKER_PID:
-        os.setpgid(0, 0)
     # PDEATHSIG, then whether the host is still there: asked of its pidfd, because in a PID
     # namespace of its own the child's getppid() is 0.
     die_with_parent(forking.host_pid)
@@ -172,10 +168,19 @@ def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener
         moved = fcntl.fcntl(channel, fcntl.F_DUPFD, CHANNEL_FD)
         os.close(channel)
         channel = moved
+    # A process group of its own, so that a signal to the template's group misses it. Not a
+    # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
+    # here (it creates a scheduler autogroup), more than the whole fork.
+    os.setpgid(0, 0)
+    sock = socket.socket(fileno=channel)
+    holder = os.getpid() == 1
+    if holder:
+        announce(sock)
+        split()  # returns in the worker; pid 1 stays behind
     world = forking.options.to_arg()
     sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
     random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
-    return serve_blank(socket.socket(fileno=channel), opener, forking.prepared)
+    return serve_blank(sock, opener, forking.prepared, announced=holder)
 
 
 def serve_forks(ctl: socket.socket, sibling: SiblingFork, forking: _Forking) -> int:

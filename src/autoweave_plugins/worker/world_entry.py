@@ -62,13 +62,11 @@ def open_world(options: WorldOptions, base: BasePlan | None) -> Opened:
         return AutoweaveError(f"world: {exc}")
 
 
-def adopt_world(
-    base: BasePlan, created: tuple[str, ...], lost: dict[str, str], host_ids: tuple[int, int]
-) -> Opened:
-    """``open_world`` for a template's child cloned straight into ``created``: it stays as
-    pid 1 and this returns in the worker it forks (``sandbox/cloned.py``)."""
+def adopt_world(base: BasePlan, host_ids: tuple[int, int]) -> Opened:
+    """``open_world`` for the worker a template's child forked right after its clone into
+    its own PID namespace (``sandbox/cloned.py``)."""
     try:
-        return adopt(base, created, lost, host_ids)
+        return adopt(base, host_ids)
     except AutoweaveError as exc:
         return exc
     except OSError as exc:
