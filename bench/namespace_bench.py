@@ -16,6 +16,12 @@ worker could call it first thing). Measured per sample, in the same run:
   old root detached, the final identity. Paid at assignment, on the load path;
 - ``total``: both.
 Also what the two extra processes cost: the private memory of W (the relay) and C (pid 1).
+
+``template_workers``: the way workers really start by default, forked from the template, with
+the layer on and off (two templates, interleaved one worker each per round): READY, and
+READY -> a trivial plugin assigned, at the host; the layer's own phases as the worker reports
+them (``open`` and ``base`` after READY, ``world`` at assignment); and what it adds, p50 on
+minus p50 off.
 """
 
 from __future__ import annotations
@@ -155,7 +161,70 @@ def measure() -> dict[str, object]:
     }
 
 
+async def _template_workers(rounds: int = 30) -> dict[str, object]:
+    import functools
+
+    from autoweave_plugins.discovery import check_plugin_folder
+    from autoweave_plugins.forked import fork_from
+    from autoweave_plugins.loader import build_spec
+    from autoweave_plugins.manifest import ManifestCache
+    from autoweave_plugins.process import WorkerProcess
+    from autoweave_plugins.sandbox.world import WorldOptions
+    from autoweave_plugins.template import Template
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "trivial"
+        folder.mkdir()
+        manifest = {"name": "trivial", "version": "1.0.0", "entry": "main.py",
+                    "hooks": {"onTrivial": "trivial"}}  # fmt: skip
+        (folder / "autoweave.plugin.json").write_text(json.dumps(manifest))
+        (folder / "main.py").write_text("def trivial():\n    return None\n")
+        plugin = check_plugin_folder(str(folder), ManifestCache())
+        templates = {
+            "on": Template(world=WorldOptions()),
+            "off": Template(world=WorldOptions(False)),
+        }
+        for template in templates.values():
+            await template.start()
+        found: dict[str, dict[str, list[float]]] = {
+            mode: {"ready": [], "assigned": []} for mode in templates
+        }
+        phases: dict[str, list[float]] = {"open": [], "base": [], "world": []}
+        try:
+            for index in range(WARMUP + rounds):
+                for mode, template in templates.items():
+                    started = time.perf_counter()
+                    worker = await WorkerProcess.start(functools.partial(fork_from, template))
+                    ready = time.perf_counter()
+                    info = await worker.assign(build_spec(plugin))
+                    assigned = time.perf_counter()
+                    await worker.stop()
+                    if index < WARMUP:
+                        continue
+                    found[mode]["ready"].append((ready - started) * 1e3)
+                    found[mode]["assigned"].append((assigned - started) * 1e3)
+                    if mode == "on":
+                        timings = info["sandbox"]["world"]["timings_ms"]
+                        for name, values in phases.items():
+                            values.append(timings[name])
+        finally:
+            for template in templates.values():
+                await template.close()
+    result: dict[str, object] = {
+        mode: {name: summary(values) for name, values in runs.items()}
+        for mode, runs in found.items()
+    }
+    result["world_phases_in_the_worker"] = {name: summary(v) for name, v in phases.items()}
+    result["added_p50_ms"] = {
+        name: round(summary(found["on"][name])["p50_ms"] - summary(found["off"][name])["p50_ms"], 3)
+        for name in ("ready", "assigned")
+    }
+    return result
+
+
 def main() -> None:
+    import asyncio
+
     if "--early" in sys.argv:  # a fresh interpreter with the namespace layer only
         json.dump(measure(), sys.stdout)
         return
@@ -172,6 +241,7 @@ def main() -> None:
             "goal": "open + world <= 3 ms",
             "blank_worker": measure(),
             "early": json.loads(done.stdout),
+            "template_workers": asyncio.run(_template_workers()),
         },
     )
 

@@ -36,11 +36,16 @@ class Scaffold:
     """A world under construction: runs steps, remembering which paths exist already."""
 
     def __init__(self) -> None:
-        self.binds: list[str] = []
+        self.binds: set[str] = set()
         self.made: set[str] = {"/"}
 
     def provided(self, path: str) -> bool:
-        return any(path == b or path.startswith(b + "/") for b in self.binds)
+        """A bind mount at ``path`` or above it holds it (walks up: O(depth), not O(binds))."""
+        while path not in self.binds:
+            if path in ("/", ""):
+                return False
+            path = os.path.dirname(path)
+        return True
 
     def makedirs(self, path: str) -> None:
         if path in self.made or self.provided(path):
@@ -62,7 +67,7 @@ class Scaffold:
     def covered(self, target: str) -> None:
         """A mount at ``target`` hides what was below it: forget those paths."""
         inside = target + "/"
-        self.binds = [b for b in self.binds if not b.startswith(inside)]
+        self.binds = {b for b in self.binds if not b.startswith(inside)}
         self.made = {m for m in self.made if not m.startswith(inside)}
 
     def run(self, step: Step, cover_proc: bool) -> None:
@@ -73,7 +78,7 @@ class Scaffold:
             kernel.mount(OLD_ROOT + step.source, step.target, None, kernel.MS_BIND | kernel.MS_REC)
             if step.attrs:
                 kernel.mount_setattr(step.target, step.attrs, recursive=True)
-            self.binds.append(step.target)
+            self.binds.add(step.target)
         elif step.kind == "tmpfs":
             self.mount_point(step.target, True)
             flags = _TMPFS_FLAGS | (kernel.MS_NOEXEC if step.target == "/tmp" else 0)
