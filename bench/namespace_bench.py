@@ -164,7 +164,7 @@ def measure() -> dict[str, object]:
 async def _template_workers(rounds: int = 30) -> dict[str, object]:
     import functools
 
-    from autoweave_plugins.discovery import check_plugin_folder
+    from autoweave_plugins.discovery import DiscoveredPlugin, check_plugin_folder
     from autoweave_plugins.forked import fork_from
     from autoweave_plugins.loader import build_spec
     from autoweave_plugins.manifest import ManifestCache
@@ -180,6 +180,7 @@ async def _template_workers(rounds: int = 30) -> dict[str, object]:
         (folder / "autoweave.plugin.json").write_text(json.dumps(manifest))
         (folder / "main.py").write_text("def trivial():\n    return None\n")
         plugin = check_plugin_folder(str(folder), ManifestCache())
+        assert isinstance(plugin, DiscoveredPlugin), plugin
         templates = {
             "on": Template(world=WorldOptions()),
             "off": Template(world=WorldOptions(False)),

@@ -368,7 +368,7 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
             stats = m.get_manager_stats()["workers"]["start_method"]
             record = m.records["alpha"]
             pid = record.assignments[0].worker.pid
-            assert record.assignments[0].worker.method == "spawn"
+            assert pid is not None and record.assignments[0].worker.method == "spawn"
     assert stats["requested"] == "template" and stats["active"] == "spawn"
     assert "template" in (stats["fallback_reason"] or "")
     assert any("spawning each worker instead" in r.getMessage() for r in caplog.records)
