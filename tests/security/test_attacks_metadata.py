@@ -114,6 +114,22 @@ def move(route, rw, wo, ro):
     return attempt(routes[route])
 
 
+def in_own_tmp():
+    """Ordinary temp-file code: a mode, a time, copy2, then a setuid bit (never granted)."""
+    import shutil
+    import tempfile
+
+    fd, path = tempfile.mkstemp()
+    os.close(fd)
+    return {
+        "path": path,
+        "chmod": attempt(os.chmod, path, 0o640),
+        "utime": attempt(os.utime, path, ns=(5_000_000_000, 7_000_000_000)),
+        "copy2": attempt(shutil.copy2, path, path + ".copy"),
+        "setuid": attempt(os.chmod, path + ".copy", 0o4755),
+    }
+
+
 def flood(rw, count):
     path = os.path.join(rw, "mine")
     started = time.monotonic()
@@ -122,7 +138,13 @@ def flood(rw, count):
     return time.monotonic() - started
 '''
 )
-HOOKS = {"onChange": "change", "onSetuid": "setuid_in_grant", "onMove": "move", "onFlood": "flood"}
+HOOKS = {
+    "onChange": "change",
+    "onSetuid": "setuid_in_grant",
+    "onMove": "move",
+    "onFlood": "flood",
+    "onOwnTmp": "in_own_tmp",
+}
 
 
 def _layout(tmp_path: Path) -> dict[str, Path]:
@@ -223,6 +245,28 @@ async def test_setuid_bits_are_never_set(tmp_path: Path, sibling: WorkerProcess)
         report = await worker.call("onSetuid", str(paths["rw"]), timeout=CALL_TIMEOUT)
     assert stat.S_IMODE((paths["rw"] / "tool").stat().st_mode) & 0o6000 == 0, report
     assert report["chmod"]["ok"] is False and report["raw"]["value"] != "[0]", report
+    await assert_responsive(sibling)
+
+
+@pytest.mark.parametrize("mode", ["world", "fallback"])
+async def test_modes_and_times_change_in_the_workers_own_tmp(
+    tmp_path: Path, sibling: WorkerProcess, mode: str
+) -> None:
+    """In a world the private /tmp is a tmpfs the host's paths cannot name: the broker knows
+    it by its device. Evidence: the files as the host sees them (in a world, through the
+    worker's root in the host's /proc)."""
+    paths = _layout(tmp_path)
+    options = FALLBACK if mode == "fallback" else WORLD
+    async with running(_plugin(tmp_path, paths), load_timeout=LOAD_TIMEOUT, world=options) as w:
+        assert mode == "world" or not in_world(w)
+        report = await w.call("onOwnTmp", timeout=CALL_TIMEOUT)
+        root = f"/proc/{w.plugin_pid}/root" if in_world(w) else ""
+        made = os.stat(root + report["path"])
+        copy = os.stat(root + report["path"] + ".copy")
+    assert all(report[step]["ok"] for step in ("chmod", "utime", "copy2")), report
+    assert stat.S_IMODE(made.st_mode) == 0o640 and made.st_mtime_ns == 7_000_000_000, report
+    assert stat.S_IMODE(copy.st_mode) == 0o640 and copy.st_mtime_ns == 7_000_000_000, report
+    assert report["setuid"]["ok"] is False, report
     await assert_responsive(sibling)
 
 

@@ -606,9 +606,7 @@ async def test_cannot_reschedule_a_sibling_worker(
     before = {pid: scheduling_of(pid) for pid in targets}
     reports = {}
     for pid in targets:
-        reports[pid] = await attacker.worker.call(
-            "onSched", route, pid, True, timeout=CALL_TIMEOUT
-        )
+        reports[pid] = await attacker.worker.call("onSched", route, pid, True, timeout=CALL_TIMEOUT)
     # Evidence read by the host from the kernel: the victim is scheduled as before.
     after = {pid: scheduling_of(pid) for pid in targets}
     assert after == before, (after, before, reports)
