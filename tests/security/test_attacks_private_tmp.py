@@ -22,7 +22,7 @@ import pytest
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.roots import worker_tmp_base
-from tests.helpers.processes import children_of, process_exists
+from tests.helpers.processes import descendants, process_exists
 from tests.helpers.waiting import wait_until
 from tests.helpers.workers import FALLBACK, WORLD, in_world, running, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, PRELUDE, assert_responsive
@@ -84,9 +84,9 @@ def seen_by_host(worker: WorkerProcess, path: str) -> Path:
 
 
 def processes_of(worker: WorkerProcess) -> list[int]:
-    """Every process a worker is on the host: in a world, the relay, the holder, the plugin."""
+    """Every process a worker is on the host: in a world, the whole tree of its namespaces."""
     assert worker.pid is not None
-    return [worker.pid, *children_of(worker.pid)]
+    return [worker.pid, *descendants(worker.pid)]
 
 
 @pytest.mark.parametrize("mode", MODES)

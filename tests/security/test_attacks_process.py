@@ -25,7 +25,7 @@ import pytest_asyncio
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.roots import worker_tmp_base
 from autoweave_plugins.worker.environment import BLAS_VARIABLES
-from tests.helpers.processes import children_of, descendants, process_exists
+from tests.helpers.processes import descendants, process_exists
 from tests.helpers.waiting import plugin_logged, stays_true, wait_until
 from tests.helpers.workers import grant_folder, in_world, running, write_plugin
 from tests.security._support import (
@@ -351,16 +351,32 @@ class Attacker:
     granted: Path
 
 
+def _namespace_pid(pid: int) -> int | None:
+    """``pid``'s number in its innermost PID namespace, as the host's /proc shows it."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return None
+
+
 def started_by(worker: WorkerProcess) -> set[int]:
     """Processes the plugin started, live or exited, as the host's process table shows them.
 
-    In its own world the worker is three processes: the relay the host started and its two
-    children, the namespace's holder (pid 1, which adopts orphans) and the plugin. Anything
-    else below the relay was started by the plugin, even one its parent left to the holder.
+    In its own world a worker's tree on the host holds, besides the process the host
+    started, the namespace's pid 1 (which runs no plugin code and adopts orphans) and the
+    plugin's own process. Anything else below was started by the plugin, even one its parent
+    left to pid 1; a plugin can never make a process pid 1 of its namespace.
     """
     assert worker.pid is not None
-    own = set(children_of(worker.pid)) if in_world(worker) else set()
-    return descendants(worker.pid, zombies=True) - own
+    own = {worker.plugin_pid}
+    tree = descendants(worker.pid, zombies=True)
+    if in_world(worker):
+        own |= {pid for pid in tree if _namespace_pid(pid) == 1}
+    return tree - own
 
 
 def refusals(worker: WorkerProcess) -> set[str]:
