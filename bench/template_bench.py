@@ -77,18 +77,29 @@ def trivial(root: Path, name: str) -> None:
     (folder / "main.py").write_text("def trivial():\n    return None\n")
 
 
+def _tree(pid: int | None) -> list[int]:
+    """A worker's processes: the one the host started and, in its own namespaces, the
+    pid 1 that holds them and the plugin's process."""
+    assert pid is not None
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+
+
 def pss_kib(pid: int | None) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    raise AssertionError("no Pss line")
+    """Proportional memory of a worker, all its processes, from /proc/PID/smaps_rollup."""
+    total = 0
+    for member in _tree(pid):
+        with open(f"/proc/{member}/smaps_rollup") as rollup:
+            total += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+    return total
 
 
 def uss_kib(pid: int | None) -> int:
-    """Private (unshared) memory: what the worker alone costs."""
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        return sum(int(line.split()[1]) for line in rollup if line.startswith("Private_"))
+    """Private (unshared) memory: what the worker alone costs, all its processes."""
+    total = 0
+    for member in _tree(pid):
+        with open(f"/proc/{member}/smaps_rollup") as rollup:
+            total += sum(int(line.split()[1]) for line in rollup if line.startswith("Private_"))
+    return total
 
 
 def stats_kib(values: list[int]) -> dict[str, float]:
@@ -225,7 +236,7 @@ async def round_trips(root: Path) -> dict[str, Any]:
             await host.call(-ident)
         ident = 0
         for placement, child_cpu in (("same_core", 0), ("cross_core", 1)):
-            pin(0, child_cpu, [worker.pid, echo.pid])
+            pin(0, child_cpu, [worker.plugin_pid, echo.pid])
             ours: list[float] = []
             floor: list[float] = []
             for _ in range(ROUNDS):

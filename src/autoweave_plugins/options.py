@@ -48,6 +48,9 @@ class WorkerPoolOptions(TypedDict, total=False):
     start_method: str
     template_max_forks: int
     template_max_age: float
+    namespaces: bool
+    disabled_namespaces: Sequence[str]
+    tmp_size_mb: int
 
 
 class LoaderOptions(TypedDict, total=False):

@@ -62,6 +62,9 @@ __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
+EOF_GRACE = 0.5
+"""Seconds a worker whose channel closed unasked has to exit by itself before SIGKILL."""
+
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 
 
@@ -266,10 +269,12 @@ class WorkerProcess:
     def _connection_lost(self) -> None:
         # EOF on the socket is the fastest crash signal: the process may not be reaped yet.
         # During a requested stop it is just the worker leaving; let it exit by itself.
+        # In its own namespaces the process the host holds outlives the plugin's by the
+        # moment it takes to notice and end the same way: a short grace keeps that exit code.
         expected = self.exit_reason is not None
         self._finish(self.exit_reason or self._unasked_reason())
         if not expected:
-            self._signal(signal.SIGKILL)
+            asyncio.get_running_loop().call_later(EOF_GRACE, self._signal, signal.SIGKILL)
 
     def _serve_request(self, ident: int, op: str, payload: Any) -> None:
         self.requests.submit(ident, op, payload)

@@ -57,20 +57,23 @@ class Prepared:
 
     read_paths: tuple[str, ...]
     seccomp: tuple[Any, dict[str, object]] | str  # the built filter and its report, or why not
+    pid: int  # the pid the filter lets the worker signal: only valid in a process with it
 
 
-def prepare() -> Prepared:
+def prepare(pid: int | None = None) -> Prepared:
     """Everything that does not depend on the plugin: done before READY, off the load path.
 
-    Also makes landlockpy open its libc handle now (by soname, see native.py), before the
-    filesystem is closed.
+    ``pid`` is the process that will use it (default: this one); a template prepares once
+    for pid 2, which each of its workers is in its own PID namespace. Also makes landlockpy
+    open its libc handle now (by soname, see native.py), before the filesystem is closed.
     """
     landlock_abi()
+    pid = os.getpid() if pid is None else pid
     try:
-        seccomp: tuple[Any, dict[str, object]] | str = build_filter()
+        seccomp: tuple[Any, dict[str, object]] | str = build_filter(pid)
     except (OSError, RuntimeError) as exc:
         seccomp = f"unavailable: {exc}"
-    return Prepared(tuple(runtime_read_paths()), seccomp)
+    return Prepared(tuple(runtime_read_paths()), seccomp, pid)
 
 
 def _threads(spec: WorkerSpec, world: WorldReport | None) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The two processes that hold a worker's world and never run plugin code (namespaces.py).
+"""The processes that hold a worker's world and never run plugin code (namespaces.py).
 
 C, pid 1 of the worker's PID namespace, dies with W (PDEATHSIG, set here where no plugin can
 reset it), and its death makes the kernel kill everything in the namespace. W, the process
@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from autoweave_plugins.sandbox import kernel
 
-__all__ = ["EXIT_ORPHANED", "hold", "relay"]
+__all__ = ["EXIT_ORPHANED", "hold", "hold_and_relay", "relay"]
 
 EXIT_ORPHANED = 125  # C found W already gone: the host is dying, so is this world
 _FORWARDED = (
@@ -83,3 +83,30 @@ def relay(worker: int) -> NoReturn:
         signal.signal(sig, forward)
     _, status = os.waitpid(worker, 0)
     _end_as(status)
+
+
+def hold_and_relay(worker: int) -> NoReturn:
+    """W and C in one: pid 1 of the worker's PID namespace that the host started itself (a
+    template's child, cloned into its namespaces), so the host's PDEATHSIG is already its own.
+
+    It forwards the host's signals to the worker, reaps whatever is reparented to it, and
+    ends when the worker ends (everything else in the namespace dies with it). A pid 1
+    cannot kill itself with a signal, so a worker killed by signal N ends it with exit code
+    128 + N, as a shell reports it.
+    """
+    kernel.set_dumpable(False)
+    _close_all_except(set())
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signum)
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == worker:
+            _end_as(status)

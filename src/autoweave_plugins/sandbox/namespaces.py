@@ -73,6 +73,7 @@ __all__ = [
     "WorldReport",
     "enter_world",
     "open_namespaces",
+    "outer_pid",
     "privileged",
     "worker_pid",
 ]
@@ -328,6 +329,19 @@ def enter_world(spec: WorldSpec, namespaces: Namespaces | None = None) -> WorldR
         threads = spec.max_threads
     active = tuple(name for name in NAMESPACES if name not in lost)
     return WorldReport(active, lost, outside, threads, timings | {"world": _ms(started)})
+
+
+def outer_pid() -> int:
+    """This process's pid in the PID namespace of the ``/proc`` it sees (the host's, until
+    the world is built): ``NSpid``'s first field."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.getpid()
 
 
 def worker_pid(outer_pid: int) -> int:

@@ -140,9 +140,17 @@ def probe() -> SandboxProbe:
     # Probed by trying, in throwaway children; imported here so workers never load it.
     from autoweave_plugins.sandbox.nsprobe import probe_namespaces  # noqa: PLC0415
 
-    for name, (ok, detail) in probe_namespaces().items():
+    namespaces = probe_namespaces()
+    for name, (ok, detail) in namespaces.items():
         note = f"{detail}; workers enter it" if ok else f"{detail}; lost: {LOST[name]}"
         layers["world" if name == "world" else f"namespace_{name}"] = LayerStatus(ok, note)
+    if namespaces["world"][0] and namespaces["user"][0]:
+        layers["thread_cap"] = LayerStatus(
+            True,
+            "RLIMIT_NPROC in each worker's own user namespace, exact (without it: "
+            + means.replace("_", " ")
+            + ")",
+        )
     controllers = _read("/sys/fs/cgroup/cgroup.controllers")
     layers["cgroups_v2"] = LayerStatus(
         bool(controllers) and "memory" in (controllers or ""),
@@ -152,7 +160,8 @@ def probe() -> SandboxProbe:
     )
     layers["running_as_root"] = LayerStatus(
         os.geteuid() == 0,
-        "workers drop all capabilities and take a private real uid"
+        "workers drop all capabilities; in their world they are uid 65534 on the host, "
+        "without it root with a private real uid"
         if os.geteuid() == 0
         else "unprivileged host",
     )

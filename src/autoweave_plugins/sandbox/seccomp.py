@@ -179,9 +179,11 @@ def _deny_prctl_outside_allow_list(flt: sc.SyscallFilter, deny: int) -> None:
         start = allowed + 1
 
 
-def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
-    """Build (not load) the filter. Depends only on this process, so a blank worker builds it
-    ahead of assignment. Returns the filter and a report of what it denies."""
+def build_filter(pid: int | None = None) -> tuple[sc.SyscallFilter, dict[str, object]]:
+    """Build (not load) the filter. Depends only on this process's ``pid`` (default: its
+    own), so a blank worker builds it ahead of assignment, and a template once for every
+    worker that will be pid 2 of its own PID namespace. Returns the filter and a report of
+    what it denies."""
     arch = sc.system_arch()
     deny = sc.ERRNO(errno.EPERM)
     flt = sc.SyscallFilter(sc.ALLOW)
@@ -202,7 +204,7 @@ def build_filter() -> tuple[sc.SyscallFilter, dict[str, object]]:
     # Raising a limit needs a new value (arg 2); reading one passes NULL.
     flt.add_rule(deny, "prlimit64", sc.Arg(2, sc.NE, 0))
     # Signals only to itself: kill(pid) and tgkill(tgid) must name this process.
-    pid = os.getpid()
+    pid = os.getpid() if pid is None else pid
     flt.add_rule(deny, "kill", sc.Arg(0, sc.NE, pid))
     flt.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, pid))
     flt.add_rule(deny, "rt_sigqueueinfo", sc.Arg(0, sc.NE, pid))

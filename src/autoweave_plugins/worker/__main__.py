@@ -13,6 +13,7 @@ spawned interpreter) and a child of the template (``worker/template.py``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import sys
@@ -20,11 +21,11 @@ import sys
 from autoweave_plugins.errors import AutoweaveError, ProtocolError, SandboxUnavailable
 from autoweave_plugins.rpc import FrameDecoder, Kind, WorkerSpec, encode, wire_error
 from autoweave_plugins.sandbox import Prepared, apply_sandbox, native, prepare
-from autoweave_plugins.sandbox.namespaces import Namespaces, WorldReport
+from autoweave_plugins.sandbox.namespaces import Namespaces, WorldReport, outer_pid
 from autoweave_plugins.sandbox.privileges import die_with_parent
-from autoweave_plugins.sandbox.world import BasePlan
+from autoweave_plugins.sandbox.world import WorldOptions
 from autoweave_plugins.worker import runtime
-from autoweave_plugins.worker.world_entry import WorldOptions, enter, open_world
+from autoweave_plugins.worker.world_entry import Opener, enter, open_world
 
 EXIT_SANDBOX = 3
 EXIT_PROTOCOL = 4
@@ -59,22 +60,34 @@ def _refuse(sock: socket.socket, ident: int, exc: AutoweaveError) -> int:
     return EXIT_SANDBOX
 
 
+def announce(sock: socket.socket) -> None:
+    """READY, with the pid of the host's child as the host knows it (by which it finds a
+    child whose fork the template could not answer): in a PID namespace of its own, pid 1."""
+    sock.sendall(encode([Kind.READY, 0, {"pid": outer_pid()}]))
+
+
 def serve_blank(
     sock: socket.socket,
-    options: WorldOptions,
-    base: BasePlan | None = None,
+    opener: Opener,
+    prepared: Prepared | None = None,
+    *,
+    announced: bool = False,
 ) -> int:
     """READY, namespaces, preparation, wait for ASSIGN, sandbox, serve; returns the exit code.
 
-    What follows READY happens while the host gets the assignment ready. The namespaces come
-    before the preparation because the seccomp filter names the worker's own pid, which its
-    PID namespace changes. ``base`` is the plan of the view's base, made once by a template.
+    What follows READY happens while the host gets the assignment ready. ``opener`` enters
+    the namespaces (``world_entry``); the preparation comes after it because the seccomp
+    filter names the worker's own pid, which its PID namespace changes. ``prepared`` is the
+    template's, used if it was made for the pid this worker has. ``announced``: READY was
+    sent already (by the worker's pid 1).
     """
     decoder = FrameDecoder()
     inbound: list[int] = []
-    sock.sendall(encode([Kind.READY, 0, {"pid": os.getpid()}]))
-    namespaces = open_world(options, base)
-    prepared: Prepared = prepare()
+    if not announced:
+        announce(sock)
+    namespaces = opener()
+    if prepared is None or prepared.pid != os.getpid():
+        prepared = prepare()
     try:
         assigned = _wait_for_assignment(sock, decoder, inbound)
     except ProtocolError:
@@ -105,7 +118,7 @@ def main() -> int:
     sock = socket.socket(fileno=int(sys.argv[1]))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     options = WorldOptions.from_arg(sys.argv[3]) if len(sys.argv) > 3 else WorldOptions(False)
-    return serve_blank(sock, options)
+    return serve_blank(sock, functools.partial(open_world, options, None))
 
 
 if __name__ == "__main__":

@@ -95,13 +95,17 @@ class SiblingFork:
             raise OSError(ctypes.get_errno(), "get_robust_list")
         self._robust = (head.value or 0, length.value)
         args = [ctypes.c_ulong(0)] * 5
-        args[0] = ctypes.c_ulong(CLONE_PARENT | CLONE_CHILD_SETTID | signal.SIGCHLD)
         args[arch.child_tid_arg] = ctypes.c_ulong(tid_address)
-        self._clone_args = (ctypes.c_long(arch.clone), *args)
+        self._clone_args = [ctypes.c_long(arch.clone), *args]
         self._api = ctypes.pythonapi
 
-    def fork(self) -> int:
-        """Clone this (single-threaded) process as a sibling; raises OSError on failure."""
+    def fork(self, namespaces: int = 0) -> int:
+        """Clone this (single-threaded) process as a sibling; raises OSError on failure.
+
+        ``namespaces`` (``CLONE_NEW*`` flags) puts the child in new namespaces at once: with
+        ``CLONE_NEWPID`` it is pid 1 of its own PID namespace (``namespaces.adopt``)."""
+        flags = CLONE_PARENT | CLONE_CHILD_SETTID | signal.SIGCHLD | namespaces
+        self._clone_args[1] = ctypes.c_ulong(flags)
         threads = _threads()
         if threads != 1:
             # Another thread could hold a lock (malloc's, the GIL's waiters) across the clone.

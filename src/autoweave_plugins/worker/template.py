@@ -29,10 +29,13 @@ spawned worker (``serve_blank``): READY, ASSIGN, the sandbox, the plugin.
 from __future__ import annotations
 
 import array
+import fcntl
+import functools
 import gc
 import importlib
 import os
 import random
+import select
 import socket
 import sys
 import traceback
@@ -41,11 +44,13 @@ from typing import Any
 import msgpack
 
 from autoweave_plugins.sandbox import Prepared, native, prepare
+from autoweave_plugins.sandbox.cloned import clone_attempts, split
+from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
 from autoweave_plugins.sandbox.privileges import die_with_parent
-from autoweave_plugins.sandbox.world import BasePlan
-from autoweave_plugins.worker.__main__ import serve_blank
+from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
+from autoweave_plugins.worker.__main__ import announce, serve_blank
 from autoweave_plugins.worker.sibling import SiblingFork
-from autoweave_plugins.worker.world_entry import WorldOptions, plan
+from autoweave_plugins.worker.world_entry import Opened, Opener, adopt_world, open_world, plan
 
 __all__ = ["COMMON_MODULES", "FORK_REQUEST", "loaded_files", "main", "warm"]
 
@@ -62,6 +67,7 @@ paid by every plugin that imports one."""
 
 FORK_REQUEST = b"fork"
 FDS_PER_FORK = 3  # channel, stdout, stderr
+CHANNEL_FD = 3
 
 
 def warm() -> Prepared:
@@ -99,32 +105,82 @@ def _close(fds: list[int]) -> None:
 
 
 class _Forking:
-    """What every child starts from: the host's pid, the world options and the base plan."""
+    """What every child starts from, made once: the host, the world options, the plan of the
+    view's base, the sandbox preparation for pid 2 (each worker's pid in its own PID
+    namespace), and how to clone a child straight into its namespaces."""
 
-    def __init__(self, host_pid: int, options: WorldOptions, base: BasePlan | None) -> None:
+    def __init__(self, host_pid: int, options: WorldOptions) -> None:
         self.host_pid = host_pid
+        self.host = os.pidfd_open(host_pid)  # readable once the host has exited
         self.options = options
-        self.base = base
+        self.base = plan(options)
+        self.host_ids = (os.geteuid(), os.getegid())
+        self.attempts = clone_attempts(options, privileged()) if self.base else []
+        self.prepared = prepare(pid=2) if self.attempts else None
+
+    def fork(self, sibling: SiblingFork) -> tuple[int, Opener]:
+        """Clone a child, in its own namespaces if the kernel allows; returns its pid, and in
+        the child 0 and how it enters its world."""
+        refused = ""
+        base = self.base
+        for flags in self.attempts:
+            try:
+                pid = sibling.fork(flags)
+            except OSError as exc:
+                refused = exc.strerror or str(exc)
+                continue
+            assert base is not None  # attempts are made only with a plan
+            return pid, functools.partial(adopt_world, base, self.host_ids)
+        pid = sibling.fork()
+        if refused and base is not None:  # the kernel refused: every namespace lost, with why
+            lost = dict.fromkeys(NAMESPACES, f"clone refused: {refused}")
+            return pid, functools.partial(_without_namespaces, base, lost, self.host_ids)
+        return pid, functools.partial(open_world, self.options, self.base)
+
+    def host_gone(self) -> bool:
+        return bool(select.select([self.host], [], [], 0)[0])
 
 
-def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking) -> int:
-    """In the child: take the passed descriptors, detach from the template, serve as a worker."""
+def _without_namespaces(base: BasePlan, lost: dict[str, str], host_ids: tuple[int, int]) -> Opened:
+    return Namespaces((), lost, privileged(), host_ids[0], base)
+
+
+def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener: Opener) -> int:
+    """In the child: take the passed descriptors, detach from the template, serve as a worker.
+
+    A child cloned into its own PID namespace is its pid 1: it reports READY itself, the
+    moment it holds the channel, and then forks the worker (``split``), which serves. Every
+    page pid 1 writes is a copy it keeps, so it does no more than that.
+    """
     ctl.close()  # through its object, so nothing later closes a reused descriptor number
     channel, stdout, stderr = fds
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
     os.close(stdout)
     os.close(stderr)
+    # PDEATHSIG, then whether the host is still there: asked of its pidfd, because in a PID
+    # namespace of its own the child's getppid() is 0.
+    die_with_parent(forking.host_pid)
+    if forking.host_gone():
+        return 0
+    os.close(forking.host)
+    if channel != CHANNEL_FD:  # the lowest free number, as a spawned worker has it
+        moved = fcntl.fcntl(channel, fcntl.F_DUPFD, CHANNEL_FD)
+        os.close(channel)
+        channel = moved
     # A process group of its own, so that a signal to the template's group misses it. Not a
     # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
     # here (it creates a scheduler autogroup), more than the whole fork.
     os.setpgid(0, 0)
-    if not die_with_parent(forking.host_pid):
-        return 0
+    sock = socket.socket(fileno=channel)
+    holder = os.getpid() == 1
+    if holder:
+        announce(sock)
+        split()  # returns in the worker; pid 1 stays behind
     world = forking.options.to_arg()
     sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
     random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
-    return serve_blank(socket.socket(fileno=channel), forking.options, forking.base)
+    return serve_blank(sock, opener, forking.prepared, announced=holder)
 
 
 def serve_forks(ctl: socket.socket, sibling: SiblingFork, forking: _Forking) -> int:
@@ -148,13 +204,13 @@ def serve_forks(ctl: socket.socket, sibling: SiblingFork, forking: _Forking) -> 
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-            pid = sibling.fork()
+            pid, opener = forking.fork(sibling)
         except OSError as exc:
             _close(list(fds))
             _send(ctl, {"error": str(exc)})
             continue
         if pid == 0:
-            return _become_worker(ctl, list(fds), forking)
+            return _become_worker(ctl, list(fds), forking, opener)
         _close(list(fds))
         _send(ctl, {"pid": pid})
 
@@ -169,7 +225,7 @@ def main() -> int:
     try:
         warm()
         options = WorldOptions.from_arg(sys.argv[3]) if len(sys.argv) > 3 else WorldOptions(False)
-        forking = _Forking(host_pid, options, plan(options))
+        forking = _Forking(host_pid, options)
         sibling = SiblingFork()
         files = loaded_files()
     except Exception as exc:

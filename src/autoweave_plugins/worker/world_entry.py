@@ -15,9 +15,11 @@ goes on with the other layers and says what it lost; ``strict`` refuses instead.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from autoweave_plugins.errors import AutoweaveError
 from autoweave_plugins.rpc import WorkerSpec
+from autoweave_plugins.sandbox.cloned import adopt
 from autoweave_plugins.sandbox.namespaces import (
     Namespaces,
     WorldReport,
@@ -26,7 +28,7 @@ from autoweave_plugins.sandbox.namespaces import (
 )
 from autoweave_plugins.sandbox.world import BasePlan, WorldOptions, WorldSpec, plan_base
 
-__all__ = ["PRIVATE_TMP", "WorldOptions", "enter", "open_world"]
+__all__ = ["PRIVATE_TMP", "Opener", "WorldOptions", "adopt_world", "enter", "open_world"]
 
 PRIVATE_TMP = "/tmp"
 """The worker's own tmpfs in its view: its TMPDIR once it has a world."""
@@ -37,7 +39,12 @@ def plan(options: WorldOptions) -> BasePlan | None:
     return plan_base(options.base()) if options.enabled else None
 
 
-def open_world(options: WorldOptions, base: BasePlan | None) -> Namespaces | AutoweaveError | None:
+Opened = Namespaces | AutoweaveError | None
+Opener = Callable[[], Opened]
+"""How a blank worker gets its namespaces after READY: ``open_world`` or ``adopt_world``."""
+
+
+def open_world(options: WorldOptions, base: BasePlan | None) -> Opened:
     """Open the namespaces and the base of the view; returns in the process that serves.
 
     None when the layer is off; the ``WorldError`` (or any failure of the setup) when the
@@ -49,6 +56,17 @@ def open_world(options: WorldOptions, base: BasePlan | None) -> Namespaces | Aut
         return None
     try:
         return open_namespaces(base or plan_base(options.base()))
+    except AutoweaveError as exc:
+        return exc
+    except OSError as exc:
+        return AutoweaveError(f"world: {exc}")
+
+
+def adopt_world(base: BasePlan, host_ids: tuple[int, int]) -> Opened:
+    """``open_world`` for the worker a template's child forked right after its clone into
+    its own PID namespace (``sandbox/cloned.py``)."""
+    try:
+        return adopt(base, host_ids)
     except AutoweaveError as exc:
         return exc
     except OSError as exc:
