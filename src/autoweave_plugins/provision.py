@@ -8,9 +8,10 @@ ASSIGN frame, first among the descriptors. Both go when the worker has exited.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import socket
 
-from autoweave_plugins.broker.metadata import MetadataService, writable_roots
+from autoweave_plugins.broker.metadata import MetadataService, private_tmp_device, writable_roots
 from autoweave_plugins.errors import LoadError
 from autoweave_plugins.rpc import WorkerSpec
 from autoweave_plugins.tmpdirs import PrivateTmp, private_tmp
@@ -39,7 +40,11 @@ class Provisions:
             ) from None
         host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         spec = dataclasses.replace(spec, tmp_dir=tmp.path, metadata_broker=True)
-        broker = MetadataService(host_end, writable_roots(spec.filesystem, tmp.path))
+        broker = MetadataService(
+            host_end,
+            writable_roots(spec.filesystem, tmp.path),
+            own_tmp=functools.partial(private_tmp_device, pid),
+        )
         broker.start()
         return cls(tmp, broker, worker_end), spec
 

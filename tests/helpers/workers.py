@@ -23,37 +23,46 @@ from autoweave_plugins.forked import fork_from
 from autoweave_plugins.loader import build_spec
 from autoweave_plugins.manifest import ManifestCache
 from autoweave_plugins.process import WorkerProcess
-from autoweave_plugins.sandbox.world import WORKER_IDENTITY
+from autoweave_plugins.sandbox.world import NAMESPACES, WORKER_IDENTITY, WorldOptions
 from autoweave_plugins.template import Template
 from tests.helpers.plugins import write_plugin_folder
 
 START_METHOD = os.environ.get("AUTOWEAVE_START_METHOD", "template")
 assert START_METHOD in ("template", "spawn"), START_METHOD
-_shared: list[Template] = []
+WORLD = WorldOptions()
+FALLBACK = WorldOptions(disabled=frozenset(NAMESPACES))
+"""Workers without the namespace layer, as on a kernel that refuses namespaces: the other
+layers alone. Tests whose property a world enforces by another layer run here too."""
+_shared: dict[WorldOptions, Template] = {}
 
 
-async def shared_template() -> Template:
-    """The session's template, started again if a test killed it."""
-    if _shared and _shared[0].running():
-        return _shared[0]
-    if _shared:
-        await _shared.pop().close()
-    template = Template()
+async def shared_template(world: WorldOptions = WORLD) -> Template:
+    """The session's template for ``world``, started again if a test killed it."""
+    template = _shared.get(world)
+    if template is not None and template.running():
+        return template
+    if template is not None:
+        del _shared[world]
+        await template.close()
+    template = Template(world=world)
     await template.start()
-    _shared.append(template)
+    _shared[world] = template
     return template
 
 
 async def close_shared_template() -> None:
     while _shared:
-        await _shared.pop().close()
+        await _shared.popitem()[1].close()
 
 
-async def start_worker(method: str | None = None, **options: Any) -> WorkerProcess:
-    """A blank worker, started by ``method`` (default: ``AUTOWEAVE_START_METHOD``)."""
+async def start_worker(
+    method: str | None = None, *, world: WorldOptions = WORLD, **options: Any
+) -> WorkerProcess:
+    """A blank worker, started by ``method`` (default: ``AUTOWEAVE_START_METHOD``), with
+    ``world`` (``FALLBACK``: no namespace layer)."""
     if (method or START_METHOD) == "spawn":
-        return await WorkerProcess.spawn(**options)
-    template = await shared_template()
+        return await WorkerProcess.spawn(world=world, **options)
+    template = await shared_template(world)
     return await WorkerProcess.start(functools.partial(fork_from, template), **options)
 
 
@@ -74,9 +83,10 @@ async def running(
     extra_imports: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
     load_timeout: float = 30.0,
+    world: WorldOptions = WORLD,
 ) -> AsyncIterator[WorkerProcess]:
     """A worker with ``plugin`` loaded; stopped (and reaped) on exit."""
-    worker = await start_worker()
+    worker = await start_worker(world=world)
     try:
         spec = build_spec(plugin, strict=strict, extra_imports=extra_imports, config=config)
         await worker.assign(spec, timeout=load_timeout, http=http)

@@ -373,7 +373,7 @@ async def test_the_pool_spawns_when_the_template_cannot_start(
     assert "template" in (stats["fallback_reason"] or "")
     assert any("spawning each worker instead" in r.getMessage() for r in caplog.records)
     assert "exited (code 1)" in stats["fallback_reason"]
-    assert not process_exists(pid)
+    assert pid is not None and not process_exists(pid)
     await until(lambda: set(children_of(os.getpid())) <= before)  # the failed template, reaped
 
 

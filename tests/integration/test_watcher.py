@@ -165,18 +165,23 @@ async def test_storm_of_writes_settles_on_the_final_files(tmp_path: Path) -> Non
             detail=lambda: f"not settled: {sorted(pending)}",
         )
         # Retired old versions drain, run onUnload and exit in the background: wait for them,
-        # and for no other process to be left: the host's children are its workers and the
-        # template (when workers are forked from one).
-        template = 1 if m.pool.start_method_stats.get("template_pid") else 0
+        # and for no other process to be left: the host's children are its workers (each with
+        # the processes of its world below it) and the template (when workers are forked).
+        template = m.pool.start_method_stats.get("template_pid")
+
+        def expected() -> set[int]:
+            pids = {w.pid for w in m.pool.live if w.pid is not None}
+            pids.update(*(descendants(pid) for pid in set(pids)))
+            return pids | ({template} if isinstance(template, int) else set())
+
         await wait_until(
             lambda: (
-                len(m.pool.live) == 20 + len(m.pool.spares)
-                and len(descendants() - before) == len(m.pool.live) + template
+                len(m.pool.live) == 20 + len(m.pool.spares) and descendants() - before == expected()
             ),
             "the retired old versions have exited",
             detail=lambda: (
                 f"{len(m.pool.live)} live, {len(m.pool.spares)} spare, template {template},"
-                f" {len(descendants() - before)} processes"
+                f" {len(descendants() - before)} processes, {len(expected())} expected"
             ),
         )
         counts = {n: len(m.records[n].workers) for n in names}

@@ -9,6 +9,7 @@ file, which must never appear in anything the attacker returned or left on disk.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ import pytest_asyncio
 from autoweave_plugins import PluginManager
 from autoweave_plugins.errors import PolicyRefused
 from autoweave_plugins.settings import ManagerConfig
+from tests.helpers.workers import grant_folder, in_world
 from tests.security._support import CALL_TIMEOUT, PRELUDE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -186,9 +188,8 @@ async def siblings(tmp_path: Path) -> AsyncIterator[Siblings]:
     (victim / "shipped-secret.txt").write_text(planted["code"])
     (data / "victim").mkdir(parents=True)
     (data / "victim" / "private.txt").write_text(planted["data"])
-    own = data / "attacker"
-    own.mkdir()
-    shared.mkdir()
+    own = grant_folder(data / "attacker")
+    grant_folder(shared)
     _plugin(
         plugins,
         "attacker",
@@ -230,7 +231,11 @@ def _on_disk(*folders: Path) -> bytes:
 
 async def test_a_plugin_never_reads_its_siblings(siblings: Siblings) -> None:
     manager = siblings.manager
-    victim_pid = await manager.call("victim", "onPid", timeout=CALL_TIMEOUT)
+    await manager.call("victim", "onPid", timeout=CALL_TIMEOUT)  # loaded and serving
+    # The host's pid of the victim's plugin process: in its own world the victim would say 2,
+    # which in the attacker's PID namespace is the attacker itself.
+    [victim_worker] = manager.records["victim"].workers
+    victim_pid = victim_worker.plugin_pid
     roots = {
         "plugins": str(siblings.tmp / "plugins"),
         "victim_folder": str(siblings.tmp / "plugins" / "victim"),
@@ -257,9 +262,18 @@ async def test_a_plugin_never_reads_its_siblings(siblings: Siblings) -> None:
     for secret in siblings.secrets.values():
         assert secret not in returned, report
         assert secret.encode() not in written
+    [attacker] = manager.records["attacker"].workers
     for step, outcome in report.items():
-        if step != "list:host_cwd":  # only there to build the cwd route's relative paths
-            assert outcome["ok"] is False, (step, outcome)
+        if step == "list:host_cwd":  # only there to build the cwd route's relative paths
+            continue
+        if step.startswith("list:") and outcome["ok"] and in_world(attacker):
+            # Its view is built from its grants (the mount layer): the folders leading to its
+            # own plugin folder and data grant exist in it, here inside its private /tmp
+            # (where the test's folders lie), holding nothing but those. The host's listing
+            # holds the victim too; the attacker's never does.
+            assert set(ast.literal_eval(outcome["value"])) <= {"attacker"}, (step, outcome)
+            continue
+        assert outcome["ok"] is False, (step, outcome)
     # No hard link to a sibling's file was made in the shared grant either.
     assert not list(siblings.shared.glob("hl-*"))
     await manager.call("victim", "onPid", timeout=CALL_TIMEOUT)  # the victim is fine

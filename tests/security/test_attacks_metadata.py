@@ -18,7 +18,8 @@ import pytest
 
 from autoweave_plugins.discovery import DiscoveredPlugin
 from autoweave_plugins.process import WorkerProcess
-from tests.helpers.workers import running, write_plugin
+from autoweave_plugins.sandbox.world import WORKER_IDENTITY
+from tests.helpers.workers import FALLBACK, WORLD, grant_folder, in_world, running, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, PRELUDE, assert_responsive
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -113,6 +114,22 @@ def move(route, rw, wo, ro):
     return attempt(routes[route])
 
 
+def in_own_tmp():
+    """Ordinary temp-file code: a mode, a time, copy2, then a setuid bit (never granted)."""
+    import shutil
+    import tempfile
+
+    fd, path = tempfile.mkstemp()
+    os.close(fd)
+    return {
+        "path": path,
+        "chmod": attempt(os.chmod, path, 0o640),
+        "utime": attempt(os.utime, path, ns=(5_000_000_000, 7_000_000_000)),
+        "copy2": attempt(shutil.copy2, path, path + ".copy"),
+        "setuid": attempt(os.chmod, path + ".copy", 0o4755),
+    }
+
+
 def flood(rw, count):
     path = os.path.join(rw, "mine")
     started = time.monotonic()
@@ -121,16 +138,30 @@ def flood(rw, count):
     return time.monotonic() - started
 '''
 )
-HOOKS = {"onChange": "change", "onSetuid": "setuid_in_grant", "onMove": "move", "onFlood": "flood"}
+HOOKS = {
+    "onChange": "change",
+    "onSetuid": "setuid_in_grant",
+    "onMove": "move",
+    "onFlood": "flood",
+    "onOwnTmp": "in_own_tmp",
+}
 
 
 def _layout(tmp_path: Path) -> dict[str, Path]:
+    """The grants, and in each a file; what the plugin may write is the worker's own (on a
+    root host, uid 65534), so only the layers under test, not the file's owner, stop it."""
     paths = {name: tmp_path / name for name in ("rw", "wo", "ro")}
-    for folder in paths.values():
-        folder.mkdir()
-    (paths["rw"] / "mine").write_text("the plugin's own file")
-    (paths["wo"] / "w").write_text("write-only data")
-    (paths["ro"] / "r").write_text("read-only data")
+    grant_folder(paths["rw"])
+    grant_folder(paths["wo"])
+    paths["ro"].mkdir()
+    for path, text in (
+        (paths["rw"] / "mine", "the plugin's own file"),
+        (paths["wo"] / "w", "write-only data"),
+        (paths["ro"] / "r", "read-only data"),
+    ):
+        path.write_text(text)
+        if path.parent != paths["ro"] and os.geteuid() == 0:
+            os.chown(path, *WORKER_IDENTITY)
     return paths
 
 
@@ -145,29 +176,34 @@ def _plugin(tmp_path: Path, paths: dict[str, Path]) -> DiscoveredPlugin:
     )
 
 
-@pytest.mark.parametrize(
-    ("route", "where"),
-    [
-        ("chmod", "outside"),
-        ("utime", "outside"),
-        ("chmod", "read_only_grant"),
-        ("chmod", "plugin_folder"),
-        ("chmod", "grant_itself"),
-        ("fchmod_readonly_fd", "read_only_grant"),
-        ("fchmod_readonly_fd", "plugin_folder"),
-        ("dir_fd_escape", "outside"),
-        ("raw_o_path", "outside"),
-        ("raw_o_path", "plugin_folder"),
-        ("raw_two_fds", "outside"),
-        ("raw_utime", "outside"),
-        ("sys_chmod", "outside"),
-        ("sys_utimensat", "outside"),
-        ("sys_chmod", "inside"),
-        ("sys_fchmod_rw", "inside"),
-    ],
-)
+CHANGES = [
+    ("chmod", "outside"),
+    ("utime", "outside"),
+    ("chmod", "read_only_grant"),
+    ("chmod", "plugin_folder"),
+    ("chmod", "grant_itself"),
+    ("fchmod_readonly_fd", "read_only_grant"),
+    ("fchmod_readonly_fd", "plugin_folder"),
+    ("dir_fd_escape", "outside"),
+    ("raw_o_path", "outside"),
+    ("raw_o_path", "plugin_folder"),
+    ("raw_two_fds", "outside"),
+    ("raw_utime", "outside"),
+    ("sys_chmod", "outside"),
+    ("sys_utimensat", "outside"),
+    ("sys_chmod", "inside"),
+    ("sys_fchmod_rw", "inside"),
+]
+# A file outside every grant does not exist in a worker's own world, so there the mount layer
+# stops these routes before the broker or seccomp sees them; the same routes run once more
+# without the namespace layer, where only the broker and seccomp stand in the way.
+WORLD_CHANGES = [(*case, "world") for case in CHANGES]
+FALLBACK_CHANGES = [(route, where, "fallback") for route, where in CHANGES if where == "outside"]
+
+
+@pytest.mark.parametrize(("route", "where", "world"), WORLD_CHANGES + FALLBACK_CHANGES)
 async def test_modes_and_times_change_only_inside_write_grants(
-    tmp_path: Path, sibling: WorkerProcess, route: str, where: str
+    tmp_path: Path, sibling: WorkerProcess, route: str, where: str, world: str
 ) -> None:
     paths = _layout(tmp_path)
     plugin = _plugin(tmp_path, paths)
@@ -183,14 +219,20 @@ async def test_modes_and_times_change_only_inside_write_grants(
     target.chmod(0o700 if target.is_dir() else 0o600)
     os.utime(target, ns=(1_000_000_000, 1_000_000_000))
     before = target.stat()
-    async with running(plugin, load_timeout=LOAD_TIMEOUT) as worker:
+    options = FALLBACK if world == "fallback" else WORLD
+    async with running(plugin, load_timeout=LOAD_TIMEOUT, world=options) as worker:
         report = await worker.call(
             "onChange", route, str(target), str(paths["rw"]), str(paths["ro"]), timeout=CALL_TIMEOUT
         )
+        assert world == "world" or not in_world(worker)
+        # seccomp refuses the raw calls before the kernel looks the path up, world or not.
+        hidden = where == "outside" and in_world(worker) and not route.startswith("sys_")
     after = target.stat()
     assert stat.S_IMODE(after.st_mode) == stat.S_IMODE(before.st_mode), (report, oct(after.st_mode))
     assert after.st_mtime_ns == before.st_mtime_ns and after.st_atime_ns == before.st_atime_ns
-    if route.startswith("raw"):  # the broker answered with a refusal, not a crash
+    if hidden:  # not in its view: nothing to open, so nothing reaches the broker
+        assert report["ok"] is False and report["error"] == "FileNotFoundError", report
+    elif route.startswith("raw"):  # the broker answered with a refusal, not a crash
         assert report["ok"] is True and report["value"] != "[0]", report
     else:
         assert report["ok"] is False and report["error"] in ("PermissionError", "OSError"), report
@@ -203,6 +245,28 @@ async def test_setuid_bits_are_never_set(tmp_path: Path, sibling: WorkerProcess)
         report = await worker.call("onSetuid", str(paths["rw"]), timeout=CALL_TIMEOUT)
     assert stat.S_IMODE((paths["rw"] / "tool").stat().st_mode) & 0o6000 == 0, report
     assert report["chmod"]["ok"] is False and report["raw"]["value"] != "[0]", report
+    await assert_responsive(sibling)
+
+
+@pytest.mark.parametrize("mode", ["world", "fallback"])
+async def test_modes_and_times_change_in_the_workers_own_tmp(
+    tmp_path: Path, sibling: WorkerProcess, mode: str
+) -> None:
+    """In a world the private /tmp is a tmpfs the host's paths cannot name: the broker knows
+    it by its device. Evidence: the files as the host sees them (in a world, through the
+    worker's root in the host's /proc)."""
+    paths = _layout(tmp_path)
+    options = FALLBACK if mode == "fallback" else WORLD
+    async with running(_plugin(tmp_path, paths), load_timeout=LOAD_TIMEOUT, world=options) as w:
+        assert mode == "world" or not in_world(w)
+        report = await w.call("onOwnTmp", timeout=CALL_TIMEOUT)
+        root = f"/proc/{w.plugin_pid}/root" if in_world(w) else ""
+        made = os.stat(root + report["path"])
+        copy = os.stat(root + report["path"] + ".copy")
+    assert all(report[step]["ok"] for step in ("chmod", "utime", "copy2")), report
+    assert stat.S_IMODE(made.st_mode) == 0o640 and made.st_mtime_ns == 7_000_000_000, report
+    assert stat.S_IMODE(copy.st_mode) == 0o640 and copy.st_mtime_ns == 7_000_000_000, report
+    assert report["setuid"]["ok"] is False, report
     await assert_responsive(sibling)
 
 

@@ -26,7 +26,7 @@ from autoweave_plugins.loader import build_spec
 from autoweave_plugins.policy import never_granted
 from autoweave_plugins.process import WorkerProcess
 from autoweave_plugins.template import Template
-from tests.helpers.workers import START_METHOD, write_plugin
+from tests.helpers.workers import START_METHOD, grant_folder, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT
 
 STRACE = shutil.which("strace")
@@ -69,8 +69,7 @@ async def test_nothing_runs_or_is_read_from_plugin_writable_places_before_the_sa
         f'#!/bin/sh\nexec {STRACE} -D -f -qq -s 4096 -o {log} -e trace={TRACED} {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)
-    data = tmp_path / "data"
-    data.mkdir()
+    data = grant_folder(tmp_path / "data")
     plugins = tmp_path / "plugins"
     plugin = write_plugin(
         plugins,

@@ -27,7 +27,7 @@ from autoweave_plugins.roots import worker_tmp_base
 from autoweave_plugins.worker.environment import BLAS_VARIABLES
 from tests.helpers.processes import descendants, process_exists
 from tests.helpers.waiting import plugin_logged, stays_true, wait_until
-from tests.helpers.workers import running, write_plugin
+from tests.helpers.workers import grant_folder, in_world, running, write_plugin
 from tests.security._support import (
     CALL_TIMEOUT,
     LOAD_TIMEOUT,
@@ -351,13 +351,53 @@ class Attacker:
     granted: Path
 
 
+def _namespace_pid(pid: int) -> int | None:
+    """``pid``'s number in its innermost PID namespace, as the host's /proc shows it."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return None
+
+
+def started_by(worker: WorkerProcess) -> set[int]:
+    """Processes the plugin started, live or exited, as the host's process table shows them.
+
+    In its own world a worker's tree on the host holds, besides the process the host
+    started, the namespace's pid 1 (which runs no plugin code and adopts orphans) and the
+    plugin's own process. Anything else below was started by the plugin, even one its parent
+    left to pid 1; a plugin can never make a process pid 1 of its namespace.
+    """
+    assert worker.pid is not None
+    own = {worker.plugin_pid}
+    tree = descendants(worker.pid, zombies=True)
+    if in_world(worker):
+        own |= {pid for pid in tree if _namespace_pid(pid) == 1}
+    return tree - own
+
+
+def refusals(worker: WorkerProcess) -> set[str]:
+    """How a signal to another worker's or the host's pid fails: seccomp and Landlock refuse
+    it (EPERM); in its own world a route that looks the pid up first (``getpgid``) finds no
+    such process in its PID namespace (ESRCH)."""
+    return {"PermissionError", "ProcessLookupError"} if in_world(worker) else {"PermissionError"}
+
+
+def _worker_pids(worker: WorkerProcess) -> list[int]:
+    """The pids a sibling's life depends on: the process the host started and the plugin's."""
+    assert worker.pid is not None and worker.plugin_pid is not None
+    return sorted({worker.pid, worker.plugin_pid})
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def _attacker_holder(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[ReusableWorker, Path]]:
     base = tmp_path_factory.mktemp("process-attacks")
-    granted = base / "granted"
-    granted.mkdir()
+    granted = grant_folder(base / "granted")
     plugin = write_plugin(
         base / "plugins",
         "process-attacker",
@@ -388,15 +428,17 @@ async def test_no_exec(attacker: Attacker, sibling: WorkerProcess, route: str) -
     marker = attacker.granted / f"touched-{route}"
     assert worker.pid is not None
     report = await worker.call("onExec", route, str(marker), timeout=CALL_TIMEOUT)
-    started = descendants(worker.pid, zombies=True)
+    started = started_by(worker)
     # A program the attack did start writes its marker before it exits: look once all are gone.
     await wait_until(
         lambda: not any(process_exists(p) for p in started), "what the attack started exits"
     )
     assert not marker.exists(), report
     assert started == set(), report
-    assert worker.alive and process_exists(worker.pid), report
+    assert worker.alive and all(process_exists(p) for p in _worker_pids(worker)), report
     assert report["ok"] is False, report
+    # The exec itself is refused (seccomp), not the path: in its own world no program exists
+    # to run (ENOENT, FileNotFoundError), so a PermissionError here is still seccomp's.
     assert report["error"] in ("PermissionError", "OSError"), report
     await assert_responsive(sibling)
 
@@ -410,7 +452,7 @@ async def test_fork_bomb_is_contained(
     await plugin_logged(caplog, "process-attacker", "fork bomb going off")
     await assert_responsive(sibling)  # the host stays responsive while the bomb goes off
     report = await bomb
-    assert descendants(worker.pid, zombies=True) == set(), report
+    assert started_by(worker) == set(), report
     assert report["made"] == 0, report
     assert report["refused"] > 0 and "PermissionError" in report["last_error"], report
     assert report["forkpty"]["ok"] is False, report
@@ -433,25 +475,30 @@ async def test_cannot_signal_the_host(
     )
     await assert_responsive(sibling)
     if route != "fcntl_setown_sigio":  # F_SETOWN itself is accepted; no signal ever arrives
-        assert report["ok"] is False and report["error"] == "PermissionError", report
+        assert report["ok"] is False and report["error"] in refusals(attacker.worker), report
 
 
 @pytest.mark.parametrize("route", SIGNAL_ROUTES)
 async def test_cannot_kill_a_sibling_worker(
     attacker: Attacker, sibling: WorkerProcess, route: str
 ) -> None:
-    target = sibling.pid
-    assert target is not None
-    report = await attacker.worker.call(
-        "onSignal", route, target, int(signal.SIGKILL), timeout=CALL_TIMEOUT
-    )
-    # Evidence: the sibling answers after the attack returned. A SIGKILL sent before then
+    # Both processes a sibling lives by: the one the host started and the one running its
+    # plugin (the same process without a world). In its own world the attacker cannot even
+    # name them (ESRCH: another PID namespace); without one seccomp and Landlock refuse.
+    reports = {}
+    for target in _worker_pids(sibling):
+        reports[target] = await attacker.worker.call(
+            "onSignal", route, target, int(signal.SIGKILL), timeout=CALL_TIMEOUT
+        )
+    # Evidence: the sibling answers after the attacks returned. A SIGKILL sent before then
     # would have ended it before it could run another instruction.
     await assert_responsive(sibling)
-    assert process_exists(target), report
-    assert sibling.alive, (sibling.exit_reason, report)
+    assert all(process_exists(target) for target in reports), reports
+    assert sibling.alive, (sibling.exit_reason, reports)
     if route != "fcntl_setown_sigio":
-        assert report["ok"] is False and report["error"] == "PermissionError", report
+        assert all(report["ok"] is False for report in reports.values()), reports
+        errors = {report["error"] for report in reports.values()}
+        assert errors <= refusals(attacker.worker), reports
 
 
 async def test_cannot_read_host_memory_or_environment(
@@ -469,7 +516,8 @@ async def test_cannot_read_host_memory_or_environment(
     assert worker.pid is not None
     report = await worker.call("onSnoop", os.getpid(), address, 4096, timeout=CALL_TIMEOUT)
     # The worker's own initial environment, read from outside (None if not permitted).
-    worker_environ = read_proc(f"/proc/{worker.pid}/environ")
+    assert worker.plugin_pid is not None
+    worker_environ = read_proc(f"/proc/{worker.plugin_pid}/environ")
     text = repr(report)
     assert secret not in text, report
     leaked = [entry for entry in host_environ if entry.decode("utf-8", "replace") in text]
@@ -479,9 +527,13 @@ async def test_cannot_read_host_memory_or_environment(
     assert report["sdk_environ"]["error"] == "PermissionDenied"
     # The worker runs with an empty environment: nothing of the host's, not even PATH. It sets
     # only its own temp folder and the BLAS thread counts (worker/environment.py), to exactly
-    # the values of its spec.
+    # the values of its spec. In its own world the temp folder is the private tmpfs at /tmp.
     environ = dict(report["os_environ"]["value"])
-    assert environ.pop("TMPDIR", "").startswith(worker_tmp_base() + "/"), environ
+    tmp_dir = environ.pop("TMPDIR", "")
+    if in_world(worker):
+        assert tmp_dir == "/tmp", environ
+    else:
+        assert tmp_dir.startswith(worker_tmp_base() + "/"), environ
     assert {environ.pop(name, "1") for name in BLAS_VARIABLES} == {"1"}, environ
     assert set(environ) <= {"LC_CTYPE"}, report["os_environ"]
     assert "AUTOWEAVE_SECURITY_SECRET" not in report["os_environ"]["value"]
@@ -566,12 +618,15 @@ async def test_cannot_reschedule_a_sibling_worker(
 ) -> None:
     """The kernel allows these between processes of the same uid when the target has no more
     capabilities than the caller, which every sibling worker (and any non-root host) meets."""
-    assert victim.pid is not None
-    before = scheduling_of(victim.pid)
-    report = await attacker.worker.call("onSched", route, victim.pid, True, timeout=CALL_TIMEOUT)
+    targets = _worker_pids(victim)
+    before = {pid: scheduling_of(pid) for pid in targets}
+    reports = {}
+    for pid in targets:
+        reports[pid] = await attacker.worker.call("onSched", route, pid, True, timeout=CALL_TIMEOUT)
     # Evidence read by the host from the kernel: the victim is scheduled as before.
-    assert scheduling_of(victim.pid) == before, (scheduling_of(victim.pid), before, report)
-    assert report["ok"] is False, report
+    after = {pid: scheduling_of(pid) for pid in targets}
+    assert after == before, (after, before, reports)
+    assert all(report["ok"] is False for report in reports.values()), reports
 
 
 @pytest.mark.skipif(
@@ -580,10 +635,13 @@ async def test_cannot_reschedule_a_sibling_worker(
 async def test_cannot_renice_every_process_of_the_user(
     attacker: Attacker, victim: WorkerProcess
 ) -> None:
-    assert victim.pid is not None
-    before = scheduling_of(victim.pid)
+    # The plugin's process is the one that shares the attacker's uid on the host (65534 in
+    # a world, whatever uid 0 it has inside), so it is the one PRIO_USER would reach.
+    targets = _worker_pids(victim)
+    before = {pid: scheduling_of(pid) for pid in targets}
     report = await attacker.worker.call(
         "onSched", "setpriority_user", 0, False, timeout=CALL_TIMEOUT
     )
     # Evidence read by the host from the kernel, whatever the plugin's call returned.
-    assert scheduling_of(victim.pid) == before, (scheduling_of(victim.pid), before, report)
+    after = {pid: scheduling_of(pid) for pid in targets}
+    assert after == before, (after, before, report)

@@ -19,7 +19,7 @@ import msgpack
 import pytest
 import pytest_asyncio
 
-from autoweave_plugins.broker.metadata import MetadataService, writable_roots
+from autoweave_plugins.broker.metadata import MetadataService, private_tmp_device, writable_roots
 
 
 @pytest_asyncio.fixture
@@ -169,3 +169,43 @@ def test_grants_with_symlinks_are_not_writable_roots(tmp_path: Path) -> None:
         str(real),
     )
     assert roots == ("/nowhere", str(real))
+
+
+@pytest.mark.parametrize("known", [True, False])
+async def test_the_workers_own_tmp_is_known_by_its_device(tmp_path: Path, known: bool) -> None:
+    """A world's /tmp has no host path: a file on its device is accepted, found or not."""
+    elsewhere = tmp_path / "world-tmp" / "file"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("x")
+    elsewhere.chmod(0o600)
+    device = os.stat(elsewhere).st_dev
+    asked: list[int] = []
+
+    def own_tmp() -> int | None:
+        asked.append(1)
+        return device if known else None
+
+    host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    service = MetadataService(host_end, (), own_tmp=own_tmp)
+    service.start()
+    worker_end.setblocking(False)
+    fd = opened(elsewhere)
+    try:
+        answers = [await ask(worker_end, ["chmod", 0o640], [fd]) for _ in range(2)]
+        setuid = await ask(worker_end, ["chmod", 0o4755], [fd])
+    finally:
+        os.close(fd)
+        service.close()
+        worker_end.close()
+    mode = stat.S_IMODE(elsewhere.stat().st_mode)
+    assert setuid[0] != 0 and not mode & stat.S_ISUID
+    if known:
+        assert answers == [[0], [0]] and mode == 0o640
+        assert len(asked) == 1  # found once, then kept
+    else:
+        assert all(answer[0] != 0 for answer in answers) and mode == 0o600
+        assert len(asked) == 3  # never found: asked again each time
+
+
+def test_a_worker_without_a_world_has_no_private_tmp_device() -> None:
+    assert private_tmp_device(os.getpid()) is None

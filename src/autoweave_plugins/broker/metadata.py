@@ -9,6 +9,10 @@ judges the descriptor, not a path the plugin wrote:
   file grant, or lie in the worker's private tmp; grants are taken only where their path has
   no symlink, as Landlock takes them. That path must still name the same inode (a file deleted
   or moved since, or a mount the host does not see, is refused);
+- or it lies on the worker's own ``/tmp``, when it has a world: a tmpfs that exists only in
+  its mount namespace, so its path means nothing on the host. The host finds that tmpfs's
+  device itself, through the worker's root as ``/proc`` shows it (``private_tmp_device``);
+  nothing else on the machine is on that device;
 - Landlock keeps the plugin from moving or linking a file into a grant from anywhere else, so a
   file found inside one is the plugin's own; a file with more than one name is refused all the
   same, in case another name lies outside (a link made by someone else);
@@ -30,15 +34,16 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
 
 from autoweave_plugins.ratelimit import TokenBucket
+from autoweave_plugins.sandbox.namespaces import worker_pid
 from autoweave_plugins.sandbox.native import libc
 
-__all__ = ["MetadataService", "writable_roots"]
+__all__ = ["MetadataService", "private_tmp_device", "writable_roots"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,23 @@ def writable_roots(filesystem: Iterable[tuple[str, str]], tmp_dir: str = "") -> 
     return tuple(p for p in roots if os.path.realpath(p) == p)
 
 
+def private_tmp_device(outer_pid: int) -> int | None:
+    """The device of the private ``/tmp`` in the world of the worker the host started as
+    ``outer_pid``, read by the host; None when it has no mount namespace of its own (or the
+    host may not look into it: an unprivileged host cannot see a non-dumpable worker's root).
+    """
+    inner = worker_pid(outer_pid)
+    try:
+        if inner == outer_pid or os.readlink(f"/proc/{inner}/ns/mnt") == os.readlink(
+            "/proc/self/ns/mnt"
+        ):
+            return None
+        device = os.stat(f"/proc/{inner}/root/tmp").st_dev
+        return None if device == os.stat("/tmp").st_dev else device
+    except OSError:
+        return None
+
+
 def _refused(message: str, code: int = errno.EPERM) -> Reply:
     return [code, message]
 
@@ -69,11 +91,18 @@ class MetadataService:
     """Serves one worker's broker socket on the host's event loop until closed."""
 
     def __init__(
-        self, sock: socket.socket, roots: Iterable[str], *, rate: float = DEFAULT_RATE
+        self,
+        sock: socket.socket,
+        roots: Iterable[str],
+        *,
+        rate: float = DEFAULT_RATE,
+        own_tmp: Callable[[], int | None] | None = None,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.roots = tuple(roots)
+        self.own_tmp = own_tmp  # finds the device of the worker's world /tmp, if it has one
+        self._tmp_device: int | None = None
         self.bucket = TokenBucket(rate, rate)
         self.served = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,6 +179,8 @@ class MetadataService:
             path.startswith(root + "/") or (path == root and not stat.S_ISDIR(info.st_mode))
             for root in self.roots
         )
+        if not inside and self._on_own_tmp(info):
+            return info  # nothing but the worker's own tmpfs is on that device: no other name
         if not inside:
             return _refused(
                 f"{path} is not inside a writable filesystem grant of this plugin or its "
@@ -164,6 +195,11 @@ class MetadataService:
         if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
             return _refused(f"{path} has several names, and another may lie outside the grants")
         return info
+
+    def _on_own_tmp(self, info: os.stat_result) -> bool:
+        if self._tmp_device is None and self.own_tmp is not None:
+            self._tmp_device = self.own_tmp()  # kept once found: the worker's world is settled
+        return self._tmp_device is not None and info.st_dev == self._tmp_device
 
 
 def _chmod(fd: int, mode: object, info: os.stat_result) -> Reply:
