@@ -28,11 +28,12 @@ unit: $(STAMP)
 
 # The full suite runs on the default start method (workers forked from the template). This
 # second pass runs the tests where how a worker is born matters (its start, sandbox, process
-# and kernel attacks, the manager's lifecycle) on spawned workers, the fallback. Broker-side
+# and kernel attacks, the world it enters, the manager's lifecycle) on spawned workers, the
+# fallback. Broker-side
 # attacks run the same host code whichever way the worker started, so they run once.
 SPAWN_PASS := tests/integration/test_worker.py tests/integration/test_manager.py \
 	$(addprefix tests/security/test_attacks_,process.py kernel.py lifetime.py presandbox.py \
-	threads.py filesystem.py network.py resources.py protocol.py)
+	threads.py filesystem.py network.py resources.py protocol.py worker_world.py private_tmp.py)
 spawn-pass: $(STAMP)
 	AUTOWEAVE_START_METHOD=spawn $(BIN)/pytest -q $(SPAWN_PASS)
 
