@@ -240,15 +240,13 @@ class PluginManager:
             if assignment is None:
                 raise PluginCrashed("its worker exited right after loading", name)
         self.supervisor.maybe_scale_out(record)
+        if timeout is None:
+            timeout = self.config.worker_pool.call_timeout
         record.call_started(assignment)
         started = time.monotonic()
         try:
-            return await assignment.worker.call(
-                hook,
-                *args,
-                timeout=timeout if timeout is not None else self.config.worker_pool.call_timeout,
-                cancel_grace=self.config.limits.cancel_grace,
-                **kwargs,
+            return await assignment.worker.call_with(
+                hook, args, kwargs, timeout, self.config.limits.cancel_grace
             )
         except UnsendableValue:
             raise  # the host refused the arguments before sending: not the plugin's error
@@ -258,7 +256,7 @@ class PluginManager:
         finally:
             now = time.monotonic()
             record.call_finished(assignment, now - started, now)
-            self.metrics.observe_call(name, hook, now - started)
+            self.metrics.calls.observe(name, hook, now - started)
 
     async def broadcast(
         self, hook: str, *args: Any, timeout: float | None = None, **kwargs: Any

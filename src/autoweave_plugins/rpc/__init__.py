@@ -8,7 +8,7 @@ sandbox, so it must stay free of the host's stack.
 
 from __future__ import annotations
 
-from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode
+from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, READ_CHUNK, FrameDecoder, encode
 from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
 from autoweave_plugins.rpc.spec import WorkerSpec
@@ -26,6 +26,7 @@ from autoweave_plugins.rpc.wire_errors import (
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "MAX_REPLY_MESSAGE",
+    "READ_CHUNK",
     "UNSENDABLE",
     "FrameDecoder",
     "Kind",

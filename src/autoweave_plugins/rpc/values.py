@@ -29,6 +29,7 @@ MAX_DEPTH = 500
 """Nesting the packer accepts (its own limit is 511, the frame's envelope takes a few)."""
 _MIN_INT, _MAX_INT = -(2**63), 2**64 - 1
 _SCALARS = (str, bytes, bool, float, type(None))
+_PLAIN = frozenset(_SCALARS)
 
 
 class ValueBudget:
@@ -53,6 +54,8 @@ def check_value(
 ) -> tuple[str, str] | None:
     """None if ``value`` fits the model and ``budget`` (which it spends), else where and why
     not: ``("args[0][200]", "map key 200 is an int; ...")``."""
+    if type(value) in _PLAIN:
+        return None  # most hooks take and return these: no budget or stack to build
     budget = budget if budget is not None else ValueBudget()
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     while stack:

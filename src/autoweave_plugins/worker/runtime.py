@@ -24,6 +24,7 @@ from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
 from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
 from autoweave_plugins.ratelimit import TokenBucket
 from autoweave_plugins.rpc import (
+    READ_CHUNK,
     UNSENDABLE,
     FrameDecoder,
     Kind,
@@ -63,7 +64,7 @@ class _HostLogHandler(logging.Handler):
         self.runtime.send([Kind.LOG, 0, record.levelno, self.format(record)[:8192]])
 
 
-class PluginRuntime(asyncio.Protocol):
+class PluginRuntime(asyncio.BufferedProtocol):
     def __init__(self, spec: WorkerSpec, decoder: FrameDecoder) -> None:
         self.spec = spec
         self.decoder = decoder
@@ -81,6 +82,7 @@ class PluginRuntime(asyncio.Protocol):
         self.listeners: list[socket.socket] = []
         self.servers: list[asyncio.Server] = []
         self._exit_task: asyncio.Task[None] | None = None
+        self._read = memoryview(bytearray(READ_CHUNK))
 
     # --- transport -----------------------------------------------------------------------
 
@@ -96,8 +98,11 @@ class PluginRuntime(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode(frame))
 
-    def data_received(self, data: bytes) -> None:
-        for frame in self.decoder.feed(data):
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read
+
+    def buffer_updated(self, nbytes: int) -> None:
+        for frame in self.decoder.feed(self._read[:nbytes]):
             kind = frame[0]
             if kind == Kind.CALL:
                 self._call(frame[1], frame[2], frame[3], frame[4])
