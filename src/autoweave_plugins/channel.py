@@ -80,6 +80,7 @@ DEFAULT_MAX_WRITE_BUFFER = 4 * DEFAULT_MAX_FRAME
 of the largest frame, which a worker that reads its channel drains as fast as they come."""
 
 
+_ANSWERS = frozenset({Kind.RESULT, Kind.ERROR, Kind.PONG})
 _reads = threading.local()
 
 
@@ -140,6 +141,7 @@ class Channel(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._socket: socket.socket | None = None
+        self._view = memoryview(b"")  # the read buffer lent by get_buffer, until buffer_updated
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
         self._closed = False
@@ -176,11 +178,12 @@ class Channel(asyncio.BufferedProtocol):
         self.transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer()
+        self._view = _read_buffer()
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            for frame in self.decoder.feed(_read_buffer()[:nbytes]):
+            for frame in self.decoder.feed(self._view[:nbytes]):
                 if self._closed:
                     return
                 self._dispatch(frame)
@@ -252,8 +255,43 @@ class Channel(asyncio.BufferedProtocol):
         request pending so that a late answer is still recognised; cancelling the wait forgets
         it, and cancels a CALL in the worker.
         """
+        if fds:
+            payload = self._encode_request(frame, hook)
+            future = self._pend(frame[1], hook)
+            await self._send_with_fds(payload, fds)
+            if timeout is not None:
+                self._add_deadline(self._loop.time() + timeout, frame[1])
+        else:
+            future = self.start_request(frame, hook, timeout)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.abandon(frame)
+            raise
+
+    def start_request(
+        self, frame: list[Any], hook: str, timeout: float | None
+    ) -> asyncio.Future[Any]:
+        """``request`` without the wait, for a caller that is a coroutine already (a hook
+        call: one coroutine less per call). It awaits the future and, if its wait is
+        cancelled, calls ``abandon(frame)``. Raises ``UnsendableValue`` as ``request`` does."""
+        payload = self._encode_request(frame, hook)
         ident = frame[1]
         future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[ident] = _Pending(future, hook)
+        self._write(payload)
+        if timeout is not None:
+            self._add_deadline(self._loop.time() + timeout, ident)
+        return future
+
+    def abandon(self, frame: list[Any]) -> None:
+        """The wait for ``frame``'s answer was cancelled: forget it, and cancel a CALL."""
+        ident = frame[1]
+        self._pending.pop(ident, None)
+        if frame[0] == Kind.CALL:
+            self.send([Kind.CANCEL, ident])
+
+    def _encode_request(self, frame: list[Any], hook: str) -> bytes:
         try:
             payload = encode(frame)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -266,27 +304,21 @@ class Channel(asyncio.BufferedProtocol):
                 f"{len(payload) - 4} bytes encoded, over the {self.decoder.max_frame}-byte frame "
                 "limit (limits.max_frame); pass a path or a smaller value",
             )
+        return payload
+
+    def _pend(self, ident: int, hook: str) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[ident] = _Pending(future, hook)
-        assert self.transport is not None
-        if fds:
-            await self._send_with_fds(payload, fds)
-        else:
-            self._write(payload)
-        if timeout is not None:
-            self._add_deadline(self._loop.time() + timeout, ident)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self._pending.pop(ident, None)
-            if frame[0] == Kind.CALL:
-                self.send([Kind.CANCEL, ident])
-            raise
+        return future
 
     def _add_deadline(self, deadline: float, ident: int) -> None:
-        heapq.heappush(self._deadlines, (deadline, ident))
-        if len(self._deadlines) > 2 * len(self._pending) + 64:  # mostly answered: prune
-            self._deadlines = [d for d in self._deadlines if self._awaited(d[1])]
-            heapq.heapify(self._deadlines)
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, ident))
+        if len(deadlines) > 2 * len(self._pending) + 64:  # mostly answered: prune
+            # Answered ones only; the few expired or cancelled left are skipped by _expire.
+            pending = self._pending
+            deadlines = self._deadlines = [d for d in deadlines if d[1] in pending]
+            heapq.heapify(deadlines)
         if deadline < self._timer_at:
             self._arm(deadline)
 
@@ -378,7 +410,7 @@ class Channel(asyncio.BufferedProtocol):
 
     def _dispatch(self, frame: Any) -> None:
         kind, ident = check_worker_frame(frame)
-        if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.PONG:
+        if kind in _ANSWERS:
             pending = self._pending.pop(ident, None)
             if pending is None:
                 if ident > self._last_id:

@@ -135,6 +135,10 @@ class PluginManager:
                 denied_paths=(*policy_config.denied_paths, str(self.environments.cache_dir)),
             ),
         )
+        # Read on every call: kept here, not looked up through the config's sections.
+        self._call_timeout = self.config.worker_pool.call_timeout
+        self._cancel_grace = self.config.limits.cancel_grace
+        self._scale_out_queue = self.config.worker_pool.scale_out_queue
         self.cache = ManifestCache()
         self.bus = EventBus()
         self.records = Registry()
@@ -239,14 +243,15 @@ class PluginManager:
             assignment = record.least_busy()
             if assignment is None:
                 raise PluginCrashed("its worker exited right after loading", name)
-        self.supervisor.maybe_scale_out(record)
+        if assignment.busy >= self._scale_out_queue:  # else no worker is full: nothing to do
+            self.supervisor.maybe_scale_out(record)
         if timeout is None:
-            timeout = self.config.worker_pool.call_timeout
+            timeout = self._call_timeout
         record.call_started(assignment)
         started = time.monotonic()
         try:
             return await assignment.worker.call_with(
-                hook, args, kwargs, timeout, self.config.limits.cancel_grace
+                hook, args, kwargs, timeout, self._cancel_grace
             )
         except UnsendableValue:
             raise  # the host refused the arguments before sending: not the plugin's error

@@ -206,31 +206,27 @@ class CallHistogram(Collector):
 
     def __init__(self, buckets: tuple[float, ...] = CALL_BUCKETS) -> None:
         self.bounds = (*buckets, math.inf)
-        self._series: dict[str, dict[str, _Series]] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
 
     def observe(self, plugin: str, hook: str, seconds: float) -> None:
-        hooks = self._series.get(plugin)
-        if hooks is None:
-            hooks = self._series[plugin] = {}
-        series = hooks.get(hook)
+        series = self._series.get((plugin, hook))
         if series is None:
-            series = hooks[hook] = _Series(len(self.bounds), time.time())
+            series = self._series[plugin, hook] = _Series(len(self.bounds), time.time())
         series.counts[bisect.bisect_left(self.bounds, seconds)] += 1
         series.total += seconds
 
     def collect(self) -> Iterator[Metric]:
         family = Metric(self.NAME, "Hook call round trip", "histogram")
         bounds = [_le_label(b) for b in self.bounds]
-        for plugin, hooks in self._series.items():
-            for hook, series in hooks.items():
-                labels = {"plugin": plugin, "hook": hook}
-                cumulative = 0
-                for bound, count in zip(bounds, series.counts, strict=True):
-                    cumulative += count
-                    family.add_sample(f"{self.NAME}_bucket", {**labels, "le": bound}, cumulative)
-                family.add_sample(f"{self.NAME}_count", labels, cumulative)
-                family.add_sample(f"{self.NAME}_sum", labels, series.total)
-                family.add_sample(f"{self.NAME}_created", labels, series.created)
+        for (plugin, hook), series in self._series.items():
+            labels = {"plugin": plugin, "hook": hook}
+            cumulative = 0
+            for bound, count in zip(bounds, series.counts, strict=True):
+                cumulative += count
+                family.add_sample(f"{self.NAME}_bucket", {**labels, "le": bound}, cumulative)
+            family.add_sample(f"{self.NAME}_count", labels, cumulative)
+            family.add_sample(f"{self.NAME}_sum", labels, series.total)
+            family.add_sample(f"{self.NAME}_created", labels, series.created)
         yield family
 
 

@@ -44,7 +44,6 @@ from autoweave_plugins.errors import (
     LoadTimeout,
     PluginCrashed,
     ProtocolError,
-    UnsendableValue,
     WorkerError,
 )
 from autoweave_plugins.latency import LatencyWindow
@@ -354,11 +353,15 @@ class WorkerProcess:
         if self.exit_reason is not None or self.returncode is not None:
             raise PluginCrashed(f"worker is not running ({self.exit_reason})", self.plugin)
         ident = channel.next_id()
+        frame = [Kind.CALL, ident, hook, args, kwargs]
         started = time.perf_counter()
+        # UnsendableValue from here: refused before sending, not the plugin's call nor error.
+        future = channel.start_request(frame, hook, timeout)
         try:
-            result = await channel.request([Kind.CALL, ident, hook, args, kwargs], hook, timeout)
-        except UnsendableValue:
-            raise  # refused by the host before sending: not the plugin's call, nor its error
+            result = await future
+        except asyncio.CancelledError:
+            channel.abandon(frame)
+            raise
         except TimeoutError:
             self._count(started, error=True)
             await self._cancel_or_kill(ident, cancel_grace)

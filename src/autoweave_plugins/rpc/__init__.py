@@ -12,7 +12,7 @@ from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, READ_CHUNK, FrameDec
 from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
 from autoweave_plugins.rpc.spec import WorkerSpec
-from autoweave_plugins.rpc.values import UNSENDABLE, ValueBudget, check_value
+from autoweave_plugins.rpc.values import PLAIN_TYPES, UNSENDABLE, ValueBudget, check_value
 from autoweave_plugins.rpc.wire_errors import (
     MAX_REPLY_MESSAGE,
     WireError,
@@ -26,6 +26,7 @@ from autoweave_plugins.rpc.wire_errors import (
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "MAX_REPLY_MESSAGE",
+    "PLAIN_TYPES",
     "READ_CHUNK",
     "UNSENDABLE",
     "FrameDecoder",

@@ -62,11 +62,27 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def _decode(self, body: Buffer) -> Any:
+        """One frame's body. Raises ProtocolError, whatever msgpack makes of garbage."""
         size = len(body)
-        if size <= self.max_containers and size <= self.max_elements:
-            # Every array, map and item takes at least one byte of msgpack: a frame this
-            # small cannot exceed the budget, so it is decoded without counting (most are).
-            return msgpack.unpackb(body, raw=False, strict_map_key=True)
+        try:
+            if size <= self.max_containers and size <= self.max_elements:
+                # Every array, map and item takes at least one byte of msgpack: a frame this
+                # small cannot exceed the budget, so it is decoded without counting (most are).
+                return msgpack.unpackb(body, raw=False, strict_map_key=True)
+            return self._decode_counted(body)
+        except ProtocolError:
+            raise
+        except ValueError as exc:
+            if "exceeds max_" in str(exc):  # one container over the per-type limit
+                raise ProtocolError(
+                    f"frame holds a container of more than {self.max_elements} items; send bulk data as bytes"
+                ) from None
+            raise ProtocolError(f"malformed frame: ValueError: {clip(str(exc), 200)}") from None
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            detail = clip(str(exc), 200)  # msgpack may quote what it decoded
+            raise ProtocolError(f"malformed frame: {type(exc).__name__}: {detail}") from None
+
+    def _decode_counted(self, body: Buffer) -> Any:
         containers, elements = self.max_containers, self.max_elements
 
         def count(container: Any) -> Any:
@@ -97,15 +113,20 @@ class FrameDecoder:
         ``data`` may be a view of a reused read buffer: what is kept of it is copied.
         """
         buffer = self._buffer
+        end = len(data)
+        if not buffer and end >= _HEADER:
+            (size,) = _SIZE.unpack_from(data)
+            if size + _HEADER == end and size <= self.max_frame:
+                return [self._decode(data[_HEADER:])]  # one whole frame: most reads, on calls
         source: Buffer
         if buffer:
             buffer += data
             source = buffer
-        else:  # the common case, whole frames in one read: decoded in place, not copied first
+            end = len(buffer)
+        else:  # whole frames in one read: decoded in place, not copied first
             source = data
         frames = []
         offset = 0
-        end = len(source)
         while end - offset >= _HEADER:
             (size,) = _SIZE.unpack_from(source, offset)
             if size > self.max_frame:
@@ -115,19 +136,7 @@ class FrameDecoder:
             if end - offset - _HEADER < size:
                 break
             start = offset + _HEADER
-            try:
-                frames.append(self._decode(source[start : start + size]))
-            except ProtocolError:
-                raise
-            except ValueError as exc:
-                if "exceeds max_" in str(exc):  # one container over the per-type limit
-                    raise ProtocolError(
-                        f"frame holds a container of more than {self.max_elements} items; send bulk data as bytes"
-                    ) from None
-                raise ProtocolError(f"malformed frame: ValueError: {clip(str(exc), 200)}") from None
-            except Exception as exc:  # msgpack raises several unrelated types for garbage
-                detail = clip(str(exc), 200)  # msgpack may quote what it decoded
-                raise ProtocolError(f"malformed frame: {type(exc).__name__}: {detail}") from None
+            frames.append(self._decode(source[start : start + size]))
             offset = start + size
         if source is buffer:
             if offset:

@@ -24,6 +24,7 @@ from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
 from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
 from autoweave_plugins.ratelimit import TokenBucket
 from autoweave_plugins.rpc import (
+    PLAIN_TYPES,
     READ_CHUNK,
     UNSENDABLE,
     FrameDecoder,
@@ -53,6 +54,9 @@ _REMOTE_ERRORS: dict[str, Callable[[str], Exception]] = {
     "InvalidURL": lambda message: InvalidURL("", message),
     "FetchError": FetchError,
 }
+
+
+_CALL, _RESULT = Kind.CALL, Kind.RESULT
 
 
 class _HostLogHandler(logging.Handler):
@@ -104,7 +108,7 @@ class PluginRuntime(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         for frame in self.decoder.feed(self._read[:nbytes]):
             kind = frame[0]
-            if kind == Kind.CALL:
+            if kind == _CALL:
                 self._call(frame[1], frame[2], frame[3], frame[4])
             elif kind == Kind.PING:
                 self.send([Kind.PONG, frame[1], self._health()])
@@ -137,7 +141,9 @@ class PluginRuntime(asyncio.BufferedProtocol):
         except BaseException as exc:
             self.send([Kind.ERROR, ident, exception_to_wire(self.explainer.annotate(exc))])
             return
-        if inspect.isawaitable(result):
+        if type(result) in PLAIN_TYPES:  # most sync hooks: no awaitable or container check
+            self._reply(ident, result, checked=True)
+        elif inspect.isawaitable(result):
             self.tasks[ident] = asyncio.ensure_future(self._finish(ident, result))
         else:
             self._reply(ident, result)
@@ -155,28 +161,29 @@ class PluginRuntime(asyncio.BufferedProtocol):
         finally:
             self.tasks.pop(ident, None)
 
-    def _reply(self, ident: int, result: Any) -> None:
+    def _reply(self, ident: int, result: Any, *, checked: bool = False) -> None:
         # What the host's decoder would refuse is refused here, as the hook's error: sent as
-        # it is, it would break the protocol and end this worker (rpc/values.py).
-        budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 3)
-        problem = check_value(result, "result", budget)
-        frame = b""
+        # it is, it would break the protocol and end this worker (rpc/values.py). ``checked``:
+        # a scalar, in the model whatever its value (a str's size and encoding are seen below).
+        problem = None
+        if not checked:
+            budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 3)
+            problem = check_value(result, "result", budget)
         if problem is None:
             try:
-                frame = encode([Kind.RESULT, ident, result])
+                frame = encode([_RESULT, ident, result])
             except (TypeError, ValueError, OverflowError) as exc:
                 problem = ("result", str(exc))
             else:
-                if len(frame) - 4 > self.spec.max_frame:
-                    problem = ("result", (
-                        f"{len(frame) - 4} bytes encoded, over the {self.spec.max_frame}-byte "
-                        "frame limit (limits.max_frame); write bulk data to a file"
-                    ))  # fmt: skip
-        if problem is not None:
-            self.send([Kind.ERROR, ident, wire_error(UNSENDABLE, ": ".join(problem))])
-            return
-        assert self.transport is not None
-        self.transport.write(frame)
+                if len(frame) - 4 <= self.spec.max_frame:
+                    assert self.transport is not None
+                    self.transport.write(frame)
+                    return
+                problem = ("result", (
+                    f"{len(frame) - 4} bytes encoded, over the {self.spec.max_frame}-byte "
+                    "frame limit (limits.max_frame); write bulk data to a file"
+                ))  # fmt: skip
+        self.send([Kind.ERROR, ident, wire_error(UNSENDABLE, ": ".join(problem))])
 
     def _health(self) -> dict[str, Any]:
         rss = 0
