@@ -350,11 +350,12 @@ class WorkerProcess:
         channel = self.channel
         if args or kwargs:
             channel.check_arguments(hook, args, kwargs)
+        started = time.perf_counter()
         if self.exit_reason is not None or self.returncode is not None:
+            self._count(started, error=True)
             raise PluginCrashed(f"worker is not running ({self.exit_reason})", self.plugin)
         ident = channel.next_id()
         frame = [Kind.CALL, ident, hook, args, kwargs]
-        started = time.perf_counter()
         # UnsendableValue from here: refused before sending, not the plugin's call nor error.
         future = channel.start_request(frame, hook, timeout)
         try:
