@@ -141,7 +141,7 @@ class Channel(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._socket: socket.socket | None = None
-        self._view = memoryview(b"")  # the read buffer lent by get_buffer, until buffer_updated
+        self._view = _read_buffer()  # of the loop's thread, where the channel is made and read
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
         self._closed = False
@@ -178,7 +178,6 @@ class Channel(asyncio.BufferedProtocol):
         self.transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        self._view = _read_buffer()
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
