@@ -81,6 +81,7 @@ of the largest frame, which a worker that reads its channel drains as fast as th
 
 
 _ANSWERS = frozenset({Kind.RESULT, Kind.ERROR, Kind.PONG})
+_RESULT = Kind.RESULT
 _reads = threading.local()
 
 
@@ -185,6 +186,20 @@ class Channel(asyncio.BufferedProtocol):
             for frame in self.decoder.feed(self._view[:nbytes]):
                 if self._closed:
                     return
+                # A call's result, most frames by far, resolves its request here; anything
+                # else, or a RESULT for no awaited request, has its shape checked in full.
+                if (
+                    type(frame) is list
+                    and len(frame) == 3
+                    and type(frame[0]) is int
+                    and frame[0] == _RESULT
+                    and type(frame[1]) is int
+                ):
+                    pending = self._pending.get(frame[1])
+                    if pending is not None and not pending.future.done():
+                        del self._pending[frame[1]]
+                        pending.future.set_result(frame[2])
+                        continue
                 self._dispatch(frame)
         except ProtocolError as exc:
             self._violated(exc)

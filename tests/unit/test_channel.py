@@ -257,6 +257,18 @@ async def test_replies_to_ids_never_sent_are_violations_but_late_ones_are_not(
     assert [str(v) for v in pair.seen.violations] == ["reply to request 2, which was never sent"]
 
 
+@pytest.mark.parametrize("ident", [True, 1.0])
+async def test_a_result_whose_id_only_equals_a_request_is_a_violation(
+    pair: Pair, ident: object
+) -> None:
+    """True and 1.0 hash as 1: a result must name its request by an int to answer it."""
+    task = await call(pair)
+    await pair.worker.send([Kind.RESULT, ident, "forged"])
+    with pytest.raises(ProtocolError, match="frame id must be a non-negative integer"):
+        await task
+    assert len(pair.seen.violations) == 1
+
+
 async def test_cancelling_a_call_cancels_it_in_the_worker(pair: Pair) -> None:
     task = await call(pair)
     task.cancel()

@@ -109,7 +109,7 @@ class PluginRuntime(asyncio.BufferedProtocol):
         for frame in self.decoder.feed(self._read[:nbytes]):
             kind = frame[0]
             if kind == _CALL:
-                self._call(frame[1], frame[2], frame[3], frame[4])
+                self._call(*frame)
             elif kind == Kind.PING:
                 self.send([Kind.PONG, frame[1], self._health()])
             elif kind == Kind.REPLY or kind == Kind.REPLY_ERROR:
@@ -128,7 +128,10 @@ class PluginRuntime(asyncio.BufferedProtocol):
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def _call(self, ident: int, hook: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+    def _call(
+        self, _kind: int, ident: int, hook: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """A CALL frame, ``[kind, id, hook, args, kwargs]`` (the host's: its shape is sure)."""
         self.calls += 1
         function = self.hooks.get(hook)
         if function is None:
@@ -142,7 +145,7 @@ class PluginRuntime(asyncio.BufferedProtocol):
             self.send([Kind.ERROR, ident, exception_to_wire(self.explainer.annotate(exc))])
             return
         if type(result) in PLAIN_TYPES:  # most sync hooks: no awaitable or container check
-            self._reply(ident, result, checked=True)
+            self._reply(ident, result, True)
         elif inspect.isawaitable(result):
             self.tasks[ident] = asyncio.ensure_future(self._finish(ident, result))
         else:
@@ -161,7 +164,7 @@ class PluginRuntime(asyncio.BufferedProtocol):
         finally:
             self.tasks.pop(ident, None)
 
-    def _reply(self, ident: int, result: Any, *, checked: bool = False) -> None:
+    def _reply(self, ident: int, result: Any, checked: bool = False) -> None:
         # What the host's decoder would refuse is refused here, as the hook's error: sent as
         # it is, it would break the protocol and end this worker (rpc/values.py). ``checked``:
         # a scalar, in the model whatever its value (a str's size and encoding are seen below).
