@@ -14,10 +14,10 @@ threaded server would read the manager's state from another thread while it chan
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
@@ -212,7 +212,7 @@ class CallHistogram(Collector):
         series = self._series.get((plugin, hook))
         if series is None:
             series = self._series[plugin, hook] = _Series(len(self.bounds), time.time())
-        series.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        series.counts[bisect_left(self.bounds, seconds)] += 1
         series.total += seconds
 
     def collect(self) -> Iterator[Metric]:

@@ -60,6 +60,7 @@ __all__ = ["OutputLimits", "Sample", "WorkerProcess", "WorkerStats"]
 log = logging.getLogger(__name__)
 
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
+_CALL = Kind.CALL
 
 
 @dataclass(slots=True)
@@ -355,7 +356,7 @@ class WorkerProcess:
             self._count(started, error=True)
             raise PluginCrashed(f"worker is not running ({self.exit_reason})", self.plugin)
         ident = channel.next_id()
-        frame = [Kind.CALL, ident, hook, args, kwargs]
+        frame = [_CALL, ident, hook, args, kwargs]
         # UnsendableValue from here: refused before sending, not the plugin's call nor error.
         future = channel.start_request(frame, hook, timeout)
         try:
