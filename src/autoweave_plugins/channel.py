@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import array
 import asyncio
-import heapq
-import math
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from autoweave_plugins.deadlines import Deadlines
 from autoweave_plugins.errors import (
     AutoweaveError,
     EntryError,
@@ -47,7 +45,6 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.rpc import (
     DEFAULT_MAX_FRAME,
     MAX_REPLY_MESSAGE,
-    READ_CHUNK,
     UNSENDABLE,
     FrameDecoder,
     Kind,
@@ -55,6 +52,7 @@ from autoweave_plugins.rpc import (
     check_value,
     check_worker_frame,
     encode,
+    read_buffer,
     read_wire_error,
     wire_error,
 )
@@ -82,17 +80,6 @@ of the largest frame, which a worker that reads its channel drains as fast as th
 
 _ANSWERS = frozenset({Kind.RESULT, Kind.ERROR, Kind.PONG})
 _RESULT = Kind.RESULT
-_reads = threading.local()
-
-
-def _read_buffer() -> memoryview:
-    """This thread's read buffer, shared by its channels: a read is decoded (and what is left
-    of it copied) before its callback returns, and one buffer per channel would cost a
-    thousand workers' host 64 MiB."""
-    view: memoryview | None = getattr(_reads, "view", None)
-    if view is None:
-        view = _reads.view = memoryview(bytearray(READ_CHUNK))
-    return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +129,13 @@ class Channel(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._socket: socket.socket | None = None
-        self._view = _read_buffer()  # of the loop's thread, where the channel is made and read
+        self._view = read_buffer()  # of the loop's thread, where the channel is made and read
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
         self._closed = False
         self.assign_refused = False
         """The worker answered its assignment with an error: its exit is ``load_failed``."""
-        # Request deadlines: one heap and one timer per channel, armed for the earliest
-        # deadline, instead of a timer (and its cancellation) per request.
-        self._deadlines: list[tuple[float, int]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._deadlines = Deadlines(self._loop, self._pending, self._awaited, self._expire)
 
     async def open(self, sock: socket.socket) -> None:
         """Start reading ``sock``; it is kept to pass file descriptors with sendmsg."""
@@ -271,10 +254,11 @@ class Channel(asyncio.BufferedProtocol):
         """
         if fds:
             payload = self._encode_request(frame, hook)
-            future = self._pend(frame[1], hook)
+            future = self._loop.create_future()
+            self._pending[frame[1]] = _Pending(future, hook)
             await self._send_with_fds(payload, fds)
             if timeout is not None:
-                self._add_deadline(self._loop.time() + timeout, frame[1])
+                self._deadlines.add(timeout, frame[1])
         else:
             future = self.start_request(frame, hook, timeout)
         try:
@@ -295,7 +279,7 @@ class Channel(asyncio.BufferedProtocol):
         self._pending[ident] = _Pending(future, hook)
         self._write(payload)
         if timeout is not None:
-            self._add_deadline(self._loop.time() + timeout, ident)
+            self._deadlines.add(timeout, ident)
         return future
 
     def abandon(self, frame: list[Any]) -> None:
@@ -320,52 +304,19 @@ class Channel(asyncio.BufferedProtocol):
             )
         return payload
 
-    def _pend(self, ident: int, hook: str) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[ident] = _Pending(future, hook)
-        return future
-
-    def _add_deadline(self, deadline: float, ident: int) -> None:
-        deadlines = self._deadlines
-        heapq.heappush(deadlines, (deadline, ident))
-        if len(deadlines) > 2 * len(self._pending) + 64:  # mostly answered: prune
-            # Answered ones only; the few expired or cancelled left are skipped by _expire.
-            pending = self._pending
-            deadlines = self._deadlines = [d for d in deadlines if d[1] in pending]
-            heapq.heapify(deadlines)
-        if deadline < self._timer_at:
-            self._arm(deadline)
-
     def _awaited(self, ident: int) -> bool:
         pending = self._pending.get(ident)
         return pending is not None and not pending.expired and not pending.future.done()
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._expire)
-        self._timer_at = when
-
-    def _expire(self) -> None:
-        """Fail each request whose deadline passed with TimeoutError. Its id stays pending,
-        with a fresh future, so that a late answer is still recognised (and awaited by a
-        cancel, see ``process``)."""
-        self._timer, self._timer_at = None, math.inf
-        now = self._loop.time()
-        while self._deadlines:
-            deadline, ident = self._deadlines[0]
-            if not self._awaited(ident):
-                heapq.heappop(self._deadlines)
-                continue
-            if deadline > now:
-                self._arm(deadline)
-                return
-            heapq.heappop(self._deadlines)
-            pending = self._pending[ident]
-            late = self._loop.create_future()
-            late.add_done_callback(_consume)  # a late answer or failure nobody awaits
-            self._pending[ident] = _Pending(late, pending.hook, expired=True)
-            pending.future.set_exception(TimeoutError())
+    def _expire(self, ident: int) -> None:
+        """Fail request ``ident`` with TimeoutError. Its id stays pending, with a fresh
+        future, so that a late answer is still recognised (and awaited by a cancel, see
+        ``process``)."""
+        pending = self._pending[ident]
+        late = self._loop.create_future()
+        late.add_done_callback(_consume)  # a late answer or failure nobody awaits
+        self._pending[ident] = _Pending(late, pending.hook, expired=True)
+        pending.future.set_exception(TimeoutError())
 
     def pending(self, ident: int) -> asyncio.Future[Any] | None:
         """The future of request ``ident`` if it is still awaited."""
@@ -387,10 +338,7 @@ class Channel(asyncio.BufferedProtocol):
     def close(self, reason: str) -> None:
         """The worker is gone (or going): fail everything in flight, naming ``reason``."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadlines.clear()
+        self._deadlines.close()
         for ident, pending in list(self._pending.items()):
             if not pending.future.done():
                 pending.future.set_exception(

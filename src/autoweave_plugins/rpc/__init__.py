@@ -8,7 +8,12 @@ sandbox, so it must stay free of the host's stack.
 
 from __future__ import annotations
 
-from autoweave_plugins.rpc.frames import DEFAULT_MAX_FRAME, READ_CHUNK, FrameDecoder, encode
+from autoweave_plugins.rpc.frames import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    encode,
+    read_buffer,
+)
 from autoweave_plugins.rpc.serve_limits import ServeLimits
 from autoweave_plugins.rpc.shapes import Kind, check_worker_frame
 from autoweave_plugins.rpc.spec import WorkerSpec
@@ -27,7 +32,6 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "MAX_REPLY_MESSAGE",
     "PLAIN_TYPES",
-    "READ_CHUNK",
     "UNSENDABLE",
     "FrameDecoder",
     "Kind",
@@ -41,6 +45,7 @@ __all__ = [
     "clip",
     "encode",
     "exception_to_wire",
+    "read_buffer",
     "read_wire_error",
     "wire_error",
 ]

@@ -9,6 +9,7 @@ what one frame may decode to, so that a hostile worker's bytes can only ever bec
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any, Final
 
 import msgpack
@@ -16,7 +17,7 @@ import msgpack
 from autoweave_plugins.errors import ProtocolError
 from autoweave_plugins.rpc.wire_errors import clip
 
-__all__ = ["DEFAULT_MAX_FRAME", "READ_CHUNK", "Buffer", "FrameDecoder", "encode"]
+__all__ = ["DEFAULT_MAX_FRAME", "READ_CHUNK", "Buffer", "FrameDecoder", "encode", "read_buffer"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -34,6 +35,19 @@ READ_CHUNK: Final = 64 << 10
 asyncio's plain protocols ``recv(256 KiB)`` into a new bytes object each time, which glibc serves
 with mmap and munmap: on a trivial call's round trip that costs more than the hook. Below the
 mmap threshold (128 KiB), and large frames are only a few more reads."""
+
+
+_reads = threading.local()
+
+
+def read_buffer() -> memoryview:
+    """This thread's read buffer (``READ_CHUNK`` bytes), shared by the channels its event loop
+    reads: a read is decoded, and what is left of it copied, before the next can overwrite it.
+    One per channel would cost the host of a thousand workers 64 MiB."""
+    view: memoryview | None = getattr(_reads, "view", None)
+    if view is None:
+        view = _reads.view = memoryview(bytearray(READ_CHUNK))
+    return view
 
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)

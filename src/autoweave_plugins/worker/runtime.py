@@ -25,7 +25,6 @@ from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
 from autoweave_plugins.ratelimit import TokenBucket
 from autoweave_plugins.rpc import (
     PLAIN_TYPES,
-    READ_CHUNK,
     UNSENDABLE,
     FrameDecoder,
     Kind,
@@ -34,6 +33,7 @@ from autoweave_plugins.rpc import (
     check_value,
     encode,
     exception_to_wire,
+    read_buffer,
     read_wire_error,
     wire_error,
 )
@@ -86,7 +86,7 @@ class PluginRuntime(asyncio.BufferedProtocol):
         self.listeners: list[socket.socket] = []
         self.servers: list[asyncio.Server] = []
         self._exit_task: asyncio.Task[None] | None = None
-        self._read = memoryview(bytearray(READ_CHUNK))
+        self._read = read_buffer()
 
     # --- transport -----------------------------------------------------------------------
 
