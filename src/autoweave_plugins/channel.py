@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from autoweave_plugins.deadlines import Deadlines
 from autoweave_plugins.errors import (
     AutoweaveError,
     EntryError,
@@ -56,6 +55,7 @@ from autoweave_plugins.rpc import (
     read_wire_error,
     wire_error,
 )
+from autoweave_plugins.rpc.deadlines import Deadlines
 
 __all__ = [
     "ASSIGN_HOOK",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from autoweave_plugins.deadlines import Deadlines
+from autoweave_plugins.rpc.deadlines import Deadlines
 
 
 class Requests:

@@ -2,8 +2,9 @@
 
 ``frames`` is the framing (length-prefixed msgpack, size cap, decode budget), ``shapes`` the
 frame kinds and what a worker's frames must look like, ``wire_errors`` the error maps both
-sides send, ``spec`` the ASSIGN payload, ``values`` the value model both sides check before sending, and ``serve_limits`` what it carries for ``autoweave.serve``. The worker imports this package inside its
-sandbox, so it must stay free of the host's stack.
+sides send, ``spec`` the ASSIGN payload, ``values`` the value model both sides check before sending, and ``serve_limits`` what it carries for ``autoweave.serve``; ``deadlines``
+times out the host's requests (the host's channel imports it). The worker imports this
+package inside its sandbox, so it must stay free of the host's stack.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The deadlines of one channel's requests: one heap and one timer, armed for the earliest.
 
+The host's channel times out its requests with it; it imports nothing above the standard
+library, as everything in ``rpc``.
+
 A timer per request (and its cancellation when the answer comes first) costs every call more
 than the heap push that replaces it. Answered requests are not removed from the heap: they are
 skipped when they come first, and pruned once they make up most of it. What an expired
