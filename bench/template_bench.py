@@ -1,6 +1,7 @@
 """Workers forked from the template: start, load, memory, scale, and the call round trip.
 
-Run: .venv/bin/python bench/template_bench.py [--plugins 200] [--thousand]   (prints JSON)
+Run: .venv/bin/python bench/template_bench.py [--plugins 200] [--thousand] [--call-only]
+(prints JSON; ``--call-only`` measures only the call round trip, to iterate on the call path)
 
 Each figure is beside its floor or reference, measured in the same run:
 
@@ -271,16 +272,18 @@ async def main() -> None:
     parser.add_argument("--plugins", type=int, default=200)
     parser.add_argument("--lazy", type=int, default=40, help="no-spare loads measured")
     parser.add_argument("--thousand", action="store_true", help="also load 1,000 at once")
+    parser.add_argument("--call-only", action="store_true", help="only the call round trip")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~4 descriptors per worker
     results: dict[str, Any] = {"command": " ".join(["bench/template_bench.py", *sys.argv[1:]])}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        results["start"] = progress(await blank_ready())
-        results["lazy_load"] = progress(await lazy_loads(root / "lazy", args.lazy))
-        results["many"] = progress(await many(root / "many", args.plugins, 2.0))
-        if args.thousand:
+        if not args.call_only:
+            results["start"] = progress(await blank_ready())
+            results["lazy_load"] = progress(await lazy_loads(root / "lazy", args.lazy))
+            results["many"] = progress(await many(root / "many", args.plugins, 2.0))
+        if args.thousand and not args.call_only:
             results["thousand"] = progress(await many(root / "thousand", 1000, 5.0))
         results["round_trip_pinned"] = progress(await round_trips(root / "rt"))
     results["goals"] = {

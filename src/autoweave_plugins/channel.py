@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import heapq
-import math
-import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +36,6 @@ from autoweave_plugins.errors import (
     PermissionDenied,
     PluginCrashed,
     ProtocolError,
-    SandboxUnavailable,
     UnknownHook,
     UnsendableValue,
     WorkerError,
@@ -54,9 +50,12 @@ from autoweave_plugins.rpc import (
     check_value,
     check_worker_frame,
     encode,
+    read_buffer,
     read_wire_error,
+    sandbox_unavailable,
     wire_error,
 )
+from autoweave_plugins.rpc.deadlines import Deadlines
 
 __all__ = [
     "ASSIGN_HOOK",
@@ -77,6 +76,10 @@ to a quarter of this."""
 DEFAULT_MAX_WRITE_BUFFER = 4 * DEFAULT_MAX_FRAME
 """Bytes queued for a worker above which it is killed (``protocol``): room for several replies
 of the largest frame, which a worker that reads its channel drains as fast as they come."""
+
+
+_ANSWERS = frozenset({Kind.RESULT, Kind.ERROR, Kind.PONG})
+_RESULT = Kind.RESULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-class Channel(asyncio.Protocol):
+class Channel(asyncio.BufferedProtocol):
     """One worker's socket. ``open`` it on the host's end of the socketpair."""
 
     def __init__(
@@ -122,23 +125,22 @@ class Channel(asyncio.Protocol):
         self.max_write_buffer = max_write_buffer
         self.plugin: str | None = None
         self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._socket: socket.socket | None = None
+        self._view = read_buffer()  # of the loop's thread, where the channel is made and read
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
         self._closed = False
         self.assign_refused = False
         """The worker answered its assignment with an error: its exit is ``load_failed``."""
-        # Request deadlines: one heap and one timer per channel, armed for the earliest
-        # deadline, instead of a timer (and its cancellation) per request.
-        self._deadlines: list[tuple[float, int]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._deadlines = Deadlines(self._loop, self._pending, self._awaited, self._expire)
 
     async def open(self, sock: socket.socket) -> None:
         """Start reading ``sock``; it is kept to pass file descriptors with sendmsg."""
         self._socket = sock
-        await asyncio.get_running_loop().create_connection(lambda: self, sock=sock)
+        await self._loop.create_connection(lambda: self, sock=sock)
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -159,11 +161,28 @@ class Channel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.resume_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            for frame in self.decoder.feed(data):
+            for frame in self.decoder.feed(self._view[:nbytes]):
                 if self._closed:
                     return
+                # A call's result, most frames by far, resolves its request here; anything
+                # else, or a RESULT for no awaited request, has its shape checked in full.
+                if (
+                    type(frame) is list
+                    and len(frame) == 3
+                    and type(frame[0]) is int
+                    and frame[0] == _RESULT
+                    and type(frame[1]) is int
+                ):
+                    pending = self._pending.get(frame[1])
+                    if pending is not None and not pending.future.done():
+                        del self._pending[frame[1]]
+                        pending.future.set_result(frame[2])
+                        continue
                 self._dispatch(frame)
         except ProtocolError as exc:
             self._violated(exc)
@@ -215,6 +234,8 @@ class Channel(asyncio.Protocol):
     def check_arguments(self, hook: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``UnsendableValue`` for arguments the worker's decoder would refuse: a CALL
         frame is an array of 5 (the envelope), the args array and the kwargs map."""
+        if not args and not kwargs:
+            return  # two empty containers: within any budget a decoder can have
         budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 5)
         for value, where in ((args, f"{hook} args"), (kwargs, f"{hook} kwargs")):
             problem = check_value(value, where, budget)
@@ -231,8 +252,44 @@ class Channel(asyncio.Protocol):
         request pending so that a late answer is still recognised; cancelling the wait forgets
         it, and cancels a CALL in the worker.
         """
+        if fds:
+            payload = self._encode_request(frame, hook)
+            future = self._loop.create_future()
+            self._pending[frame[1]] = _Pending(future, hook)
+            await self._send_with_fds(payload, fds)
+            if timeout is not None:
+                self._deadlines.add(timeout, frame[1])
+        else:
+            future = self.start_request(frame, hook, timeout)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.abandon(frame)
+            raise
+
+    def start_request(
+        self, frame: list[Any], hook: str, timeout: float | None
+    ) -> asyncio.Future[Any]:
+        """``request`` without the wait, for a caller that is a coroutine already (a hook
+        call: one coroutine less per call). It awaits the future and, if its wait is
+        cancelled, calls ``abandon(frame)``. Raises ``UnsendableValue`` as ``request`` does."""
+        payload = self._encode_request(frame, hook)
         ident = frame[1]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[ident] = _Pending(future, hook)
+        self._write(payload)
+        if timeout is not None:
+            self._deadlines.add(timeout, ident)
+        return future
+
+    def abandon(self, frame: list[Any]) -> None:
+        """The wait for ``frame``'s answer was cancelled: forget it, and cancel a CALL."""
+        ident = frame[1]
+        self._pending.pop(ident, None)
+        if frame[0] == Kind.CALL:
+            self.send([Kind.CANCEL, ident])
+
+    def _encode_request(self, frame: list[Any], hook: str) -> bytes:
         try:
             payload = encode(frame)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -245,60 +302,21 @@ class Channel(asyncio.Protocol):
                 f"{len(payload) - 4} bytes encoded, over the {self.decoder.max_frame}-byte frame "
                 "limit (limits.max_frame); pass a path or a smaller value",
             )
-        self._pending[ident] = _Pending(future, hook)
-        assert self.transport is not None
-        if fds:
-            await self._send_with_fds(payload, fds)
-        else:
-            self._write(payload)
-        if timeout is not None:
-            self._add_deadline(future.get_loop().time() + timeout, ident)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self._pending.pop(ident, None)
-            if frame[0] == Kind.CALL:
-                self.send([Kind.CANCEL, ident])
-            raise
-
-    def _add_deadline(self, deadline: float, ident: int) -> None:
-        heapq.heappush(self._deadlines, (deadline, ident))
-        if len(self._deadlines) > 2 * len(self._pending) + 64:  # mostly answered: prune
-            self._deadlines = [d for d in self._deadlines if self._awaited(d[1])]
-            heapq.heapify(self._deadlines)
-        if deadline < self._timer_at:
-            self._arm(deadline)
+        return payload
 
     def _awaited(self, ident: int) -> bool:
         pending = self._pending.get(ident)
         return pending is not None and not pending.expired and not pending.future.done()
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(when, self._expire)
-        self._timer_at = when
-
-    def _expire(self) -> None:
-        """Fail each request whose deadline passed with TimeoutError. Its id stays pending,
-        with a fresh future, so that a late answer is still recognised (and awaited by a
-        cancel, see ``process``)."""
-        self._timer, self._timer_at = None, math.inf
-        now = asyncio.get_running_loop().time()
-        while self._deadlines:
-            deadline, ident = self._deadlines[0]
-            if not self._awaited(ident):
-                heapq.heappop(self._deadlines)
-                continue
-            if deadline > now:
-                self._arm(deadline)
-                return
-            heapq.heappop(self._deadlines)
-            pending = self._pending[ident]
-            late = pending.future.get_loop().create_future()
-            late.add_done_callback(_consume)  # a late answer or failure nobody awaits
-            self._pending[ident] = _Pending(late, pending.hook, expired=True)
-            pending.future.set_exception(TimeoutError())
+    def _expire(self, ident: int) -> None:
+        """Fail request ``ident`` with TimeoutError. Its id stays pending, with a fresh
+        future, so that a late answer is still recognised (and awaited by a cancel, see
+        ``process``)."""
+        pending = self._pending[ident]
+        late = self._loop.create_future()
+        late.add_done_callback(_consume)  # a late answer or failure nobody awaits
+        self._pending[ident] = _Pending(late, pending.hook, expired=True)
+        pending.future.set_exception(TimeoutError())
 
     def pending(self, ident: int) -> asyncio.Future[Any] | None:
         """The future of request ``ident`` if it is still awaited."""
@@ -320,10 +338,7 @@ class Channel(asyncio.Protocol):
     def close(self, reason: str) -> None:
         """The worker is gone (or going): fail everything in flight, naming ``reason``."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadlines.clear()
+        self._deadlines.close()
         for ident, pending in list(self._pending.items()):
             if not pending.future.done():
                 pending.future.set_exception(
@@ -357,7 +372,7 @@ class Channel(asyncio.Protocol):
 
     def _dispatch(self, frame: Any) -> None:
         kind, ident = check_worker_frame(frame)
-        if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.PONG:
+        if kind in _ANSWERS:
             pending = self._pending.pop(ident, None)
             if pending is None:
                 if ident > self._last_id:
@@ -385,7 +400,7 @@ class Channel(asyncio.Protocol):
         error = read_wire_error(value)
         if hook == ASSIGN_HOOK:
             if error.type == "SandboxUnavailable":
-                return _sandbox_unavailable(error.message)
+                return sandbox_unavailable(error.message)
             # The plugin's own code raised (import, a missing hook function, onLoad): retrying
             # would fail the same way.
             return EntryError(f"{error.type}: {error.message}", self.plugin, error.traceback)
@@ -395,14 +410,3 @@ class Channel(asyncio.Protocol):
         return HookError(
             self.plugin, hook, error.type, error.message, error.traceback, returned=returned
         )
-
-
-_MISSING = re.compile(r"missing sandbox layers: ([\w, ]+?)(?: \((.*)\))?$", re.DOTALL)
-
-
-def _sandbox_unavailable(message: str) -> SandboxUnavailable:
-    """The worker's ``SandboxUnavailable`` again, from its message (``errors.py`` wording)."""
-    found = _MISSING.search(message)
-    if found is None:
-        return SandboxUnavailable(("unknown",), message)
-    return SandboxUnavailable(tuple(found.group(1).split(", ")), found.group(2) or "")

@@ -135,6 +135,10 @@ class PluginManager:
                 denied_paths=(*policy_config.denied_paths, str(self.environments.cache_dir)),
             ),
         )
+        # Read on every call: kept here, not looked up through the config's sections.
+        self._call_timeout = self.config.worker_pool.call_timeout
+        self._cancel_grace = self.config.limits.cancel_grace
+        self._scale_out_queue = self.config.worker_pool.scale_out_queue
         self.cache = ManifestCache()
         self.bus = EventBus()
         self.records = Registry()
@@ -239,16 +243,15 @@ class PluginManager:
             assignment = record.least_busy()
             if assignment is None:
                 raise PluginCrashed("its worker exited right after loading", name)
-        self.supervisor.maybe_scale_out(record)
+        if assignment.busy >= self._scale_out_queue:  # else no worker is full: nothing to do
+            self.supervisor.maybe_scale_out(record)
+        if timeout is None:
+            timeout = self._call_timeout
         record.call_started(assignment)
         started = time.monotonic()
         try:
-            return await assignment.worker.call(
-                hook,
-                *args,
-                timeout=timeout if timeout is not None else self.config.worker_pool.call_timeout,
-                cancel_grace=self.config.limits.cancel_grace,
-                **kwargs,
+            return await assignment.worker.call_with(
+                hook, args, kwargs, timeout, self._cancel_grace
             )
         except UnsendableValue:
             raise  # the host refused the arguments before sending: not the plugin's error
@@ -258,7 +261,7 @@ class PluginManager:
         finally:
             now = time.monotonic()
             record.call_finished(assignment, now - started, now)
-            self.metrics.observe_call(name, hook, now - started)
+            self.metrics.calls.observe(name, hook, now - started)
 
     async def broadcast(
         self, hook: str, *args: Any, timeout: float | None = None, **kwargs: Any

@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,6 @@ from autoweave_plugins.errors import (
     LoadTimeout,
     PluginCrashed,
     ProtocolError,
-    UnsendableValue,
     WorkerError,
 )
 from autoweave_plugins.latency import LatencyWindow
@@ -66,6 +65,7 @@ EOF_GRACE = 0.5
 """Seconds a worker whose channel closed unasked has to exit by itself before SIGKILL."""
 
 ExitCallback = Callable[["WorkerProcess", str, int | None], None]
+_CALL = Kind.CALL
 
 
 @dataclass(slots=True)
@@ -343,23 +343,43 @@ class WorkerProcess:
         self._plugin_pid = worker_pid(self.pid)
         return info
 
-    async def call(
+    def call(
         self,
         hook: str,
         *args: Any,
         timeout: float | None = None,
         cancel_grace: float = 0.25,
         **kwargs: Any,
+    ) -> Coroutine[Any, Any, Any]:
+        """Call a hook (await it). Raises HookError, HookTimeout, UnknownHook or PluginCrashed,
+        and ``UnsendableValue`` (nothing sent, nothing counted) for arguments outside the model."""
+        return self.call_with(hook, args, kwargs, timeout, cancel_grace)
+
+    async def call_with(
+        self,
+        hook: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        cancel_grace: float,
     ) -> Any:
-        """Call a hook. Raises HookError, HookTimeout, UnknownHook or PluginCrashed, and
-        ``UnsendableValue`` (nothing sent, nothing counted) for arguments outside the model."""
-        self.channel.check_arguments(hook, args, kwargs)
-        ident = self.channel.next_id()
+        """``call`` with its arguments as they are: the manager's route, one frame shorter."""
+        channel = self.channel
+        if args or kwargs:
+            channel.check_arguments(hook, args, kwargs)
         started = time.perf_counter()
+        if self.exit_reason is not None or self.returncode is not None:
+            self._count(started, error=True)
+            raise PluginCrashed(f"worker is not running ({self.exit_reason})", self.plugin)
+        ident = channel.next_id()
+        frame = [_CALL, ident, hook, args, kwargs]
+        # UnsendableValue from here: refused before sending, not the plugin's call nor error.
+        future = channel.start_request(frame, hook, timeout)
         try:
-            result = await self._request([Kind.CALL, ident, hook, args, kwargs], hook, timeout)
-        except UnsendableValue:
-            raise  # refused by the host before sending: not the plugin's call, nor its error
+            result = await future
+        except asyncio.CancelledError:
+            channel.abandon(frame)
+            raise
         except TimeoutError:
             self._count(started, error=True)
             await self._cancel_or_kill(ident, cancel_grace)
@@ -367,7 +387,9 @@ class WorkerProcess:
         except AutoweaveError:
             self._count(started, error=True)
             raise
-        self._count(started, error=False)
+        stats = self.stats
+        stats.calls += 1
+        stats.latency.add(time.perf_counter() - started)
         return result
 
     def _count(self, started: float, *, error: bool) -> None:

@@ -229,7 +229,10 @@ class PluginRecord:
         assignment.busy += 1
         self.calls_in_flight += 1
         self.access_count += 1
-        self.move_to(PluginState.ACTIVE)
+        if self._state is PluginState.IDLE:  # on every call: a move TRANSITIONS always allows
+            self._state = PluginState.ACTIVE
+        else:
+            self.move_to(PluginState.ACTIVE)
 
     def call_finished(self, assignment: Assignment, seconds: float, now: float) -> None:
         self.latency.add(seconds)
@@ -239,7 +242,7 @@ class PluginRecord:
             assignment.busy -= 1
             assignment.used = now
         if self.calls_in_flight == 0 and self._state is PluginState.ACTIVE:
-            self.move_to(PluginState.IDLE)
+            self._state = PluginState.IDLE  # always allowed, like IDLE -> ACTIVE above
 
     def adopt(
         self, plugin: DiscoveredPlugin, fingerprint: bytes, files: dict[str, str] | None = None

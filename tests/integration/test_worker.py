@@ -88,6 +88,47 @@ async def test_unknown_hook_and_unsendable_result(plugin_root: Path) -> None:
             await worker.call("onBadResult")
 
 
+SCALARS = """
+def text():
+    return "h\\u00e9llo"
+
+def raw():
+    return b"\\x00\\xff"
+
+def number():
+    return 2.5
+
+def flag():
+    return True
+
+def nothing():
+    return None
+
+def surrogate():
+    return "\\ud800"
+
+def huge():
+    return b"x" * (9 << 20)
+"""
+
+
+async def test_scalar_results_and_the_scalars_a_frame_cannot_carry(plugin_root: Path) -> None:
+    """Scalars skip the container check; encoding and the frame's size still refuse what the
+    host could not read, as the hook's error, and the worker goes on serving."""
+    names = ("text", "raw", "number", "flag", "nothing", "surrogate", "huge")
+    hooks = {f"on{name.title()}": name for name in names}
+    plugin = write_plugin(plugin_root, "scalars", SCALARS, hooks=hooks)
+    async with running(plugin) as worker:
+        for _ in range(2):
+            with pytest.raises(HookError, match=r"unsendable value: result: .*surrogate"):
+                await worker.call("onSurrogate")
+            with pytest.raises(HookError, match=r"unsendable value: result: .*frame limit"):
+                await worker.call("onHuge")
+            results = [await worker.call(hook) for hook in list(hooks)[:5]]
+            assert results == ["h\u00e9llo", b"\x00\xff", 2.5, True, None]
+        assert worker.alive
+
+
 async def test_async_timeout_cancels_without_killing(plugin_root: Path) -> None:
     plugin = write_plugin(plugin_root, "demo", CODE, hooks=HOOKS)
     async with running(plugin) as worker:

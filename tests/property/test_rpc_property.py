@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from autoweave_plugins.errors import ProtocolError
@@ -43,6 +43,59 @@ def test_frames_survive_any_chunking(sent: list[list[Any]], cuts: list[int]) -> 
     assert received == sent and decoder.buffered == 0
 
 
+@given(frames, st.lists(st.integers(1, 64), min_size=1, max_size=20))
+def test_frames_survive_chunking_through_one_reused_read_buffer(
+    sent: list[list[Any]], cuts: list[int]
+) -> None:
+    """Channels read into one buffer that the next read overwrites: what the decoder keeps of
+    a read must be its own copy."""
+    wire = b"".join(encode(frame) for frame in sent)
+    read = bytearray(64)
+    view = memoryview(read)
+    decoder = FrameDecoder()
+    received: list[Any] = []
+    position = 0
+    for cut in cuts * (len(wire) // sum(cuts) + 1):
+        chunk = wire[position : position + cut]
+        view[: len(chunk)] = chunk
+        received += decoder.feed(view[: len(chunk)])
+        read[:] = b"\xc1" * len(read)  # never valid msgpack: a kept view would decode garbage
+        position += cut
+        if position >= len(wire):
+            break
+    assert received == sent and decoder.buffered == 0
+
+
+def _spent(value: Any) -> tuple[int, int]:
+    """The arrays and maps ``value`` decodes to, and the items they hold."""
+    if isinstance(value, list | dict):
+        containers, elements = 1, len(value)
+        for item in value if isinstance(value, list) else value.values():
+            inner = _spent(item)
+            containers, elements = containers + inner[0], elements + inner[1]
+        return containers, elements
+    return 0, 0
+
+
+@given(frames, st.integers(1, 40), st.integers(1, 40))
+@example([[0, 0, [[]] * 8]], 9, 40)  # as dense as msgpack gets: 10 arrays in 12 bytes
+@example([[0, 0, [0] * 12]], 40, 13)  # 15 items in 16 bytes
+def test_the_budget_holds_whether_or_not_a_frame_is_counted(
+    sent: list[list[Any]], max_containers: int, max_elements: int
+) -> None:
+    """Frames no longer than the budget are decoded without counting (they cannot exceed it):
+    small limits put frames on both sides of that line."""
+    decoder = FrameDecoder(max_containers=max_containers, max_elements=max_elements)
+    for frame in sent:
+        containers, elements = _spent(frame)
+        if containers <= max_containers and elements <= max_elements:
+            assert decoder.feed(encode(frame)) == [frame]
+        else:
+            with pytest.raises(ProtocolError):
+                decoder.feed(encode(frame))
+            decoder = FrameDecoder(max_containers=max_containers, max_elements=max_elements)
+
+
 @settings(max_examples=500)
 @given(st.binary(max_size=512))
 def test_garbage_raises_only_protocol_error(data: bytes) -> None:
@@ -68,6 +121,9 @@ def test_oversized_header_is_refused_before_buffering() -> None:
         [99, 1, None],
         [Kind.RESULT, -1, None],
         [Kind.RESULT, "1", None],
+        [float(Kind.RESULT), 1, None],
+        [Kind.RESULT, 1.0, None],
+        [Kind.RESULT, True, None],
         [Kind.RESULT, 1],
         [Kind.ERROR, 1, "not a map"],
         [Kind.REQUEST, 1, 5, {}],

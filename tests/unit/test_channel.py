@@ -30,6 +30,7 @@ from autoweave_plugins.errors import (
 )
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.rpc import MAX_REPLY_MESSAGE, FrameDecoder, Kind, encode, wire_error
+from tests.helpers.waiting import wait_until
 
 WAIT = 5.0
 
@@ -96,19 +97,28 @@ class Pair:
     seen: Seen
 
 
-@pytest_asyncio.fixture
-async def pair() -> AsyncIterator[Pair]:
+async def open_pair() -> Pair:
     host, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     worker.setblocking(False)
     seen = Seen()
     channel = Channel(seen.routes(), max_frame=1 << 16)
     channel.plugin = "demo"
     await channel.open(host)
+    return Pair(channel, WorkerEnd(worker), seen)
+
+
+def close_pair(pair: Pair) -> None:
+    pair.channel.close("test over")
+    pair.worker.sock.close()
+
+
+@pytest_asyncio.fixture
+async def pair() -> AsyncIterator[Pair]:
+    opened = await open_pair()
     try:
-        yield Pair(channel, WorkerEnd(worker), seen)
+        yield opened
     finally:
-        channel.close("test over")
-        worker.close()
+        close_pair(opened)
 
 
 async def call(pair: Pair, hook: str = "onJob", timeout: float | None = WAIT) -> asyncio.Task[Any]:
@@ -126,6 +136,24 @@ async def test_a_result_answers_its_request(pair: Pair) -> None:
     task = await call(pair)
     await pair.worker.send([Kind.RESULT, 1, {"ok": True}])
     assert await task == {"ok": True}
+
+
+async def test_a_frame_split_across_reads_survives_another_channel_reading_between(
+    pair: Pair,
+) -> None:
+    """The channels of a thread read into one buffer: what one keeps of a read is a copy."""
+    other = await open_pair()
+    try:
+        mine, theirs = await call(pair), await call(other)
+        wire = encode([Kind.RESULT, 1, "x" * 3000])
+        await pair.worker.send_raw(wire[:2000])
+        await wait_until(lambda: pair.channel.decoder.buffered == 2000, what="half a frame read")
+        await other.worker.send([Kind.RESULT, 1, "y" * 3000])  # read over the same buffer
+        assert await theirs == "y" * 3000
+        await pair.worker.send_raw(wire[2000:])
+        assert await mine == "x" * 3000
+    finally:
+        close_pair(other)
 
 
 async def test_ids_pair_answers_out_of_order(pair: Pair) -> None:
@@ -227,6 +255,18 @@ async def test_replies_to_ids_never_sent_are_violations_but_late_ones_are_not(
     await pair.worker.send([Kind.RESULT, 2, "never asked"])
     await pair.seen.next()
     assert [str(v) for v in pair.seen.violations] == ["reply to request 2, which was never sent"]
+
+
+@pytest.mark.parametrize("ident", [True, 1.0])
+async def test_a_result_whose_id_only_equals_a_request_is_a_violation(
+    pair: Pair, ident: object
+) -> None:
+    """True and 1.0 hash as 1: a result must name its request by an int to answer it."""
+    task = await call(pair)
+    await pair.worker.send([Kind.RESULT, ident, "forged"])
+    with pytest.raises(ProtocolError, match="frame id must be a non-negative integer"):
+        await task
+    assert len(pair.seen.violations) == 1
 
 
 async def test_cancelling_a_call_cancels_it_in_the_worker(pair: Pair) -> None:

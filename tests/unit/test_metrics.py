@@ -108,3 +108,26 @@ def test_plugin_series_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     text = metrics.text()
     assert text.count("autoweave_plugins_plugin_metric{") == 3
     assert text.count("autoweave_plugins_plugin_metric_sum_total{") == 3
+
+
+def test_call_durations_land_in_cumulative_buckets() -> None:
+    metrics = ManagerMetrics(lambda: STATS, list)
+    for seconds in (0.00005, 0.0001, 0.0002, 0.003, 60.0):  # a bound holds what equals it
+        metrics.observe_call("alpha", "onWork", seconds)
+    metrics.observe_call("alpha", "onOther", 0.2)
+    lines = metrics.text().splitlines()
+
+    def sample(name: str, hook: str, le: str | None = None) -> float:
+        bucket = f',le="{le}"' if le is not None else ""
+        head = (
+            f'autoweave_plugins_hook_call_seconds_{name}{{hook="{hook}"{bucket},plugin="alpha"}} '
+        )
+        [line] = [line for line in lines if line.startswith(head)]
+        return float(line.removeprefix(head))
+
+    buckets = {le: sample("bucket", "onWork", le) for le in ("0.0001", "0.00025", "0.005", "30.0")}
+    assert buckets == {"0.0001": 2, "0.00025": 3, "0.005": 4, "30.0": 4}
+    assert sample("bucket", "onWork", "+Inf") == sample("count", "onWork") == 5
+    assert sample("sum", "onWork") == pytest.approx(60.00335)
+    assert sample("count", "onOther") == 1 and sample("bucket", "onOther", "0.1") == 0
+    assert sample("created", "onWork") > 0

@@ -129,3 +129,9 @@ def test_registry_lookups() -> None:
     assert registry.is_current(alpha) and not registry.is_current(stale)
     registry.remove(alpha)
     assert "alpha" not in registry and registry.folders() == [beta.plugin.folder]
+
+
+def test_the_moves_every_call_makes_unchecked_are_allowed() -> None:
+    """call_started/call_finished set IDLE <-> ACTIVE without move_to's check: on every call."""
+    assert PluginState.ACTIVE in TRANSITIONS[PluginState.IDLE]
+    assert PluginState.IDLE in TRANSITIONS[PluginState.ACTIVE]

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoweave_plugins.channel import _sandbox_unavailable
 from autoweave_plugins.config import from_mapping
 from autoweave_plugins.errors import ConfigError, ProtocolError, SandboxUnavailable
 from autoweave_plugins.manifest import parse_manifest_bytes
 from autoweave_plugins.policy import GrantPolicy, ensure_declared_paths
+from autoweave_plugins.rpc import sandbox_unavailable
 from autoweave_plugins.sandbox import kernel
 from autoweave_plugins.sandbox.cloned import clone_attempts
 from autoweave_plugins.sandbox.mounts import Scaffold
@@ -72,13 +72,13 @@ def test_the_template_clones_into_a_pid_namespace_and_no_more() -> None:
 def test_the_host_reads_back_which_layers_a_worker_lacks(
     missing: tuple[str, ...], detail: str
 ) -> None:
-    again = _sandbox_unavailable(str(SandboxUnavailable(missing, detail)))
+    again = sandbox_unavailable(str(SandboxUnavailable(missing, detail)))
     assert again.missing == missing
     assert str(again) == str(SandboxUnavailable(missing, detail))
 
 
 def test_an_unreadable_refusal_still_says_what_it_got() -> None:
-    again = _sandbox_unavailable("something else entirely")
+    again = sandbox_unavailable("something else entirely")
     assert again.missing == ("unknown",) and "something else entirely" in str(again)
 
 

@@ -8,6 +8,8 @@ what one frame may decode to, so that a hostile worker's bytes can only ever bec
 
 from __future__ import annotations
 
+import struct
+import threading
 from typing import Any, Final
 
 import msgpack
@@ -15,7 +17,9 @@ import msgpack
 from autoweave_plugins.errors import ProtocolError
 from autoweave_plugins.rpc.wire_errors import clip
 
-__all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "encode"]
+__all__ = ["DEFAULT_MAX_FRAME", "READ_CHUNK", "Buffer", "FrameDecoder", "encode", "read_buffer"]
+
+Buffer = bytes | bytearray | memoryview
 
 DEFAULT_MAX_FRAME: Final = 8 << 20
 DEFAULT_MAX_CONTAINERS: Final = 100_000
@@ -25,6 +29,25 @@ wire bound memory only for long strings: an empty map or a 2-character string is
 msgpack and 50-70 bytes of Python, so 8 MiB of them would cost the host 150-600 MB. Counting
 as containers are built stops that at a few tens of MB. Bulk data belongs in bytes values."""
 _HEADER = 4
+_SIZE = struct.Struct(">I")
+READ_CHUNK: Final = 64 << 10
+"""Bytes read from a channel at once into a buffer kept for reuse (``asyncio.BufferedProtocol``).
+asyncio's plain protocols ``recv(256 KiB)`` into a new bytes object each time, which glibc serves
+with mmap and munmap: on a trivial call's round trip that costs more than the hook. Below the
+mmap threshold (128 KiB), and large frames are only a few more reads."""
+
+
+_reads = threading.local()
+
+
+def read_buffer() -> memoryview:
+    """This thread's read buffer (``READ_CHUNK`` bytes), shared by the channels its event loop
+    reads: a read is decoded, and what is left of it copied, before the next can overwrite it.
+    One per channel would cost the host of a thousand workers 64 MiB."""
+    view: memoryview | None = getattr(_reads, "view", None)
+    if view is None:
+        view = _reads.view = memoryview(bytearray(READ_CHUNK))
+    return view
 
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -33,7 +56,7 @@ _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 def encode(frame: list[Any] | tuple[Any, ...]) -> bytes:
     """One frame, ready to write. Raises TypeError for values msgpack cannot carry."""
     body: bytes = _packer.pack(frame)
-    return len(body).to_bytes(_HEADER, "big") + body
+    return _SIZE.pack(len(body)) + body
 
 
 class FrameDecoder:
@@ -52,7 +75,28 @@ class FrameDecoder:
         self.max_elements = max_elements
         self._buffer = bytearray()
 
-    def _decode(self, body: bytearray) -> Any:
+    def _decode(self, body: Buffer) -> Any:
+        """One frame's body. Raises ProtocolError, whatever msgpack makes of garbage."""
+        size = len(body)
+        try:
+            if size <= self.max_containers and size <= self.max_elements:
+                # Every array, map and item takes at least one byte of msgpack: a frame this
+                # small cannot exceed the budget, so it is decoded without counting (most are).
+                return msgpack.unpackb(body, raw=False, strict_map_key=True)
+            return self._decode_counted(body)
+        except ProtocolError:
+            raise
+        except ValueError as exc:
+            if "exceeds max_" in str(exc):  # one container over the per-type limit
+                raise ProtocolError(
+                    f"frame holds a container of more than {self.max_elements} items; send bulk data as bytes"
+                ) from None
+            raise ProtocolError(f"malformed frame: ValueError: {clip(str(exc), 200)}") from None
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            detail = clip(str(exc), 200)  # msgpack may quote what it decoded
+            raise ProtocolError(f"malformed frame: {type(exc).__name__}: {detail}") from None
+
+    def _decode_counted(self, body: Buffer) -> Any:
         containers, elements = self.max_containers, self.max_elements
 
         def count(container: Any) -> Any:
@@ -77,15 +121,28 @@ class FrameDecoder:
             max_map_len=self.max_elements,
         )
 
-    def feed(self, data: bytes) -> list[Any]:
-        """Decode every complete frame in ``data`` plus what was buffered. Raises ProtocolError."""
+    def feed(self, data: Buffer) -> list[Any]:
+        """Decode every complete frame in ``data`` plus what was buffered. Raises ProtocolError.
+
+        ``data`` may be a view of a reused read buffer: what is kept of it is copied.
+        """
         buffer = self._buffer
-        buffer += data
+        end = len(data)
+        if not buffer and end >= _HEADER:
+            (size,) = _SIZE.unpack_from(data)
+            if size + _HEADER == end and size <= self.max_frame:
+                return [self._decode(data[_HEADER:])]  # one whole frame: most reads, on calls
+        source: Buffer
+        if buffer:
+            buffer += data
+            source = buffer
+            end = len(buffer)
+        else:  # whole frames in one read: decoded in place, not copied first
+            source = data
         frames = []
         offset = 0
-        end = len(buffer)
         while end - offset >= _HEADER:
-            size = int.from_bytes(buffer[offset : offset + _HEADER], "big")
+            (size,) = _SIZE.unpack_from(source, offset)
             if size > self.max_frame:
                 raise ProtocolError(
                     f"frame of {size} bytes exceeds the {self.max_frame}-byte limit"
@@ -93,22 +150,13 @@ class FrameDecoder:
             if end - offset - _HEADER < size:
                 break
             start = offset + _HEADER
-            try:
-                frames.append(self._decode(buffer[start : start + size]))
-            except ProtocolError:
-                raise
-            except ValueError as exc:
-                if "exceeds max_" in str(exc):  # one container over the per-type limit
-                    raise ProtocolError(
-                        f"frame holds a container of more than {self.max_elements} items; send bulk data as bytes"
-                    ) from None
-                raise ProtocolError(f"malformed frame: ValueError: {clip(str(exc), 200)}") from None
-            except Exception as exc:  # msgpack raises several unrelated types for garbage
-                detail = clip(str(exc), 200)  # msgpack may quote what it decoded
-                raise ProtocolError(f"malformed frame: {type(exc).__name__}: {detail}") from None
+            frames.append(self._decode(source[start : start + size]))
             offset = start + size
-        if offset:
-            del buffer[:offset]
+        if source is buffer:
+            if offset:
+                del buffer[:offset]
+        elif offset < end:
+            buffer += source[offset:]
         return frames
 
     @property

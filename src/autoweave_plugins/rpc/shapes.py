@@ -54,8 +54,15 @@ _WORKER_SHAPES: Final = {
 }
 
 
+_RESULT: Final = Kind.RESULT
+
+
 def check_worker_frame(frame: Any) -> tuple[int, int]:
     """Check a frame from a worker has a known kind and shape; return (kind, id)."""
+    if type(frame) is list and len(frame) == 3:  # a RESULT, the answer to every call: quickly
+        kind, ident = frame[0], frame[1]
+        if type(kind) is int and kind == _RESULT and type(ident) is int and ident >= 0:
+            return _RESULT, ident
     if type(frame) is not list or len(frame) < 2:
         raise ProtocolError(f"frame must be an array [kind, id, ...], got {type(frame).__name__}")
     kind, ident = frame[0], frame[1]

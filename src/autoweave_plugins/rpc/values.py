@@ -15,11 +15,11 @@ belongs in one ``bytes`` value: it costs one item, however long.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from autoweave_plugins.rpc.frames import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_ELEMENTS
 
-__all__ = ["MAX_DEPTH", "UNSENDABLE", "ValueBudget", "check_value"]
+__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "UNSENDABLE", "ValueBudget", "check_value"]
 
 UNSENDABLE = "UnsendableValue"
 """The type of the ERROR a worker sends for a hook result outside the model (no traceback):
@@ -29,6 +29,9 @@ MAX_DEPTH = 500
 """Nesting the packer accepts (its own limit is 511, the frame's envelope takes a few)."""
 _MIN_INT, _MAX_INT = -(2**63), 2**64 - 1
 _SCALARS = (str, bytes, bool, float, type(None))
+PLAIN_TYPES: Final = frozenset(_SCALARS)
+"""Types in the model whatever their value, so a sender may skip ``check_value`` for them
+(a str or bytes can still be too long for a frame: that is the frame's check)."""
 
 
 class ValueBudget:
@@ -53,6 +56,8 @@ def check_value(
 ) -> tuple[str, str] | None:
     """None if ``value`` fits the model and ``budget`` (which it spends), else where and why
     not: ``("args[0][200]", "map key 200 is an int; ...")``."""
+    if type(value) in PLAIN_TYPES:
+        return None  # most hooks take and return these: no budget or stack to build
     budget = budget if budget is not None else ValueBudget()
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     while stack:

@@ -13,10 +13,13 @@ the host reads is cut to the same bounds whatever the worker sent.
 
 from __future__ import annotations
 
+import re
 import reprlib
 import traceback as tb
 from dataclasses import dataclass
 from typing import Any
+
+from autoweave_plugins.errors import SandboxUnavailable
 
 __all__ = [
     "MAX_MESSAGE",
@@ -28,6 +31,7 @@ __all__ = [
     "clip",
     "exception_to_wire",
     "read_wire_error",
+    "sandbox_unavailable",
     "wire_error",
 ]
 
@@ -117,3 +121,15 @@ def read_wire_error(value: Any, *, default_message: str = "") -> WireError:
         clip(_field(error, "message", default_message), MAX_MESSAGE),
         _tail(_field(error, "traceback", ""), MAX_TRACEBACK),
     )
+
+
+_MISSING = re.compile(r"missing sandbox layers: ([\w, ]+?)(?: \((.*)\))?$", re.DOTALL)
+
+
+def sandbox_unavailable(message: str) -> SandboxUnavailable:
+    """A worker's ``SandboxUnavailable`` again, from its message (``errors.py`` wording), so
+    the host's error names the same missing layers."""
+    found = _MISSING.search(message)
+    if found is None:
+        return SandboxUnavailable(("unknown",), message)
+    return SandboxUnavailable(tuple(found.group(1).split(", ")), found.group(2) or "")

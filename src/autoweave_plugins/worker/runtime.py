@@ -24,6 +24,7 @@ from autoweave_plugins.errors import FetchError, InvalidURL, PermissionDenied
 from autoweave_plugins.permissions.paths import FileMode, PathPolicy, PathRule
 from autoweave_plugins.ratelimit import TokenBucket
 from autoweave_plugins.rpc import (
+    PLAIN_TYPES,
     UNSENDABLE,
     FrameDecoder,
     Kind,
@@ -32,6 +33,7 @@ from autoweave_plugins.rpc import (
     check_value,
     encode,
     exception_to_wire,
+    read_buffer,
     read_wire_error,
     wire_error,
 )
@@ -54,6 +56,9 @@ _REMOTE_ERRORS: dict[str, Callable[[str], Exception]] = {
 }
 
 
+_CALL, _RESULT = Kind.CALL, Kind.RESULT
+
+
 class _HostLogHandler(logging.Handler):
     def __init__(self, runtime: PluginRuntime) -> None:
         super().__init__()
@@ -63,7 +68,7 @@ class _HostLogHandler(logging.Handler):
         self.runtime.send([Kind.LOG, 0, record.levelno, self.format(record)[:8192]])
 
 
-class PluginRuntime(asyncio.Protocol):
+class PluginRuntime(asyncio.BufferedProtocol):
     def __init__(self, spec: WorkerSpec, decoder: FrameDecoder) -> None:
         self.spec = spec
         self.decoder = decoder
@@ -81,6 +86,7 @@ class PluginRuntime(asyncio.Protocol):
         self.listeners: list[socket.socket] = []
         self.servers: list[asyncio.Server] = []
         self._exit_task: asyncio.Task[None] | None = None
+        self._read = read_buffer()
 
     # --- transport -----------------------------------------------------------------------
 
@@ -96,11 +102,14 @@ class PluginRuntime(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode(frame))
 
-    def data_received(self, data: bytes) -> None:
-        for frame in self.decoder.feed(data):
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read
+
+    def buffer_updated(self, nbytes: int) -> None:
+        for frame in self.decoder.feed(self._read[:nbytes]):
             kind = frame[0]
-            if kind == Kind.CALL:
-                self._call(frame[1], frame[2], frame[3], frame[4])
+            if kind == _CALL:
+                self._call(*frame)
             elif kind == Kind.PING:
                 self.send([Kind.PONG, frame[1], self._health()])
             elif kind == Kind.REPLY or kind == Kind.REPLY_ERROR:
@@ -119,7 +128,10 @@ class PluginRuntime(asyncio.Protocol):
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def _call(self, ident: int, hook: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+    def _call(
+        self, _kind: int, ident: int, hook: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """A CALL frame, ``[kind, id, hook, args, kwargs]`` (the host's: its shape is sure)."""
         self.calls += 1
         function = self.hooks.get(hook)
         if function is None:
@@ -132,7 +144,9 @@ class PluginRuntime(asyncio.Protocol):
         except BaseException as exc:
             self.send([Kind.ERROR, ident, exception_to_wire(self.explainer.annotate(exc))])
             return
-        if inspect.isawaitable(result):
+        if type(result) in PLAIN_TYPES:  # most sync hooks: no awaitable or container check
+            self._reply(ident, result, True)
+        elif inspect.isawaitable(result):
             self.tasks[ident] = asyncio.ensure_future(self._finish(ident, result))
         else:
             self._reply(ident, result)
@@ -150,28 +164,29 @@ class PluginRuntime(asyncio.Protocol):
         finally:
             self.tasks.pop(ident, None)
 
-    def _reply(self, ident: int, result: Any) -> None:
+    def _reply(self, ident: int, result: Any, checked: bool = False) -> None:
         # What the host's decoder would refuse is refused here, as the hook's error: sent as
-        # it is, it would break the protocol and end this worker (rpc/values.py).
-        budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 3)
-        problem = check_value(result, "result", budget)
-        frame = b""
+        # it is, it would break the protocol and end this worker (rpc/values.py). ``checked``:
+        # a scalar, in the model whatever its value (a str's size and encoding are seen below).
+        problem = None
+        if not checked:
+            budget = ValueBudget(self.decoder.max_containers - 1, self.decoder.max_elements - 3)
+            problem = check_value(result, "result", budget)
         if problem is None:
             try:
-                frame = encode([Kind.RESULT, ident, result])
+                frame = encode([_RESULT, ident, result])
             except (TypeError, ValueError, OverflowError) as exc:
                 problem = ("result", str(exc))
             else:
-                if len(frame) - 4 > self.spec.max_frame:
-                    problem = ("result", (
-                        f"{len(frame) - 4} bytes encoded, over the {self.spec.max_frame}-byte "
-                        "frame limit (limits.max_frame); write bulk data to a file"
-                    ))  # fmt: skip
-        if problem is not None:
-            self.send([Kind.ERROR, ident, wire_error(UNSENDABLE, ": ".join(problem))])
-            return
-        assert self.transport is not None
-        self.transport.write(frame)
+                if len(frame) - 4 <= self.spec.max_frame:
+                    assert self.transport is not None
+                    self.transport.write(frame)
+                    return
+                problem = ("result", (
+                    f"{len(frame) - 4} bytes encoded, over the {self.spec.max_frame}-byte "
+                    "frame limit (limits.max_frame); write bulk data to a file"
+                ))  # fmt: skip
+        self.send([Kind.ERROR, ident, wire_error(UNSENDABLE, ": ".join(problem))])
 
     def _health(self) -> dict[str, Any]:
         rss = 0
