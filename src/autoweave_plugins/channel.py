@@ -31,19 +31,15 @@ from typing import Any
 
 from autoweave_plugins.errors import (
     AutoweaveError,
-    EntryError,
-    HookError,
     PermissionDenied,
     PluginCrashed,
     ProtocolError,
-    UnknownHook,
     UnsendableValue,
     WorkerError,
 )
 from autoweave_plugins.rpc import (
     DEFAULT_MAX_FRAME,
     MAX_REPLY_MESSAGE,
-    UNSENDABLE,
     FrameDecoder,
     Kind,
     ValueBudget,
@@ -51,11 +47,10 @@ from autoweave_plugins.rpc import (
     check_worker_frame,
     encode,
     read_buffer,
-    read_wire_error,
-    sandbox_unavailable,
     wire_error,
 )
 from autoweave_plugins.rpc.deadlines import Deadlines
+from autoweave_plugins.rpc.wire_errors import ASSIGN_HOOK, error_from_wire
 
 __all__ = [
     "ASSIGN_HOOK",
@@ -66,8 +61,6 @@ __all__ = [
     "Routes",
 ]
 
-ASSIGN_HOOK = "<assign>"
-"""What an ASSIGN request is called where a hook name is expected (errors, pending requests)."""
 PING_HOOK = "<ping>"
 
 PAUSE_READING_AT = 1 << 20
@@ -382,7 +375,7 @@ class Channel(asyncio.BufferedProtocol):
                 return
             if kind == Kind.ERROR:
                 self.assign_refused = self.assign_refused or pending.hook == ASSIGN_HOOK
-                pending.future.set_exception(self._error_from_wire(pending.hook, frame[2]))
+                pending.future.set_exception(error_from_wire(self.plugin, pending.hook, frame[2]))
             else:
                 pending.future.set_result(frame[2])
         elif kind == Kind.REQUEST:
@@ -395,18 +388,3 @@ class Channel(asyncio.BufferedProtocol):
             if self.ready.done():
                 raise ProtocolError("READY sent twice")
             self.ready.set_result(frame[2])
-
-    def _error_from_wire(self, hook: str, value: Any) -> AutoweaveError:
-        error = read_wire_error(value)
-        if hook == ASSIGN_HOOK:
-            if error.type == "SandboxUnavailable":
-                return sandbox_unavailable(error.message)
-            # The plugin's own code raised (import, a missing hook function, onLoad): retrying
-            # would fail the same way.
-            return EntryError(f"{error.type}: {error.message}", self.plugin, error.traceback)
-        if error.type == "UnknownHook":
-            return UnknownHook(error.message, self.plugin)
-        returned = error.type == UNSENDABLE and not error.traceback
-        return HookError(
-            self.plugin, hook, error.type, error.message, error.traceback, returned=returned
-        )

@@ -1,15 +1,16 @@
 """Latency windows: the most recent durations of something, and their percentiles.
 
-A leaf module: the worker process, the registry and the scheduler each keep windows, and the
-stats builders read them.
+A leaf module: the worker process (``WorkerStats``), the registry and the scheduler each keep
+windows, and the stats builders read them.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 from typing import TypedDict
 
-__all__ = ["LatencySummary", "LatencyWindow", "percentile"]
+__all__ = ["LatencySummary", "LatencyWindow", "WorkerStats", "percentile"]
 
 
 def percentile(samples: list[float] | deque[float], q: float) -> float | None:
@@ -46,3 +47,13 @@ class LatencyWindow:
             "p95_ms": None if p95 is None else round(p95 * 1000, 3),
             "p99_ms": None if p99 is None else round(p99 * 1000, 3),
         }
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """One worker's call counters and latency window, kept by the host."""
+
+    calls: int = 0
+    errors: int = 0
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+    rss: int | None = None  # measured by the host at the last health check

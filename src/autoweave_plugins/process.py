@@ -22,8 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -46,7 +45,7 @@ from autoweave_plugins.errors import (
     ProtocolError,
     WorkerError,
 )
-from autoweave_plugins.latency import LatencyWindow
+from autoweave_plugins.latency import WorkerStats
 from autoweave_plugins.launch import WORLD, Launch, OSProcess, spawn_interpreter
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
 from autoweave_plugins.permissions.urls import OutboundPolicy
@@ -68,12 +67,14 @@ ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 _CALL = Kind.CALL
 
 
-@dataclass(slots=True)
-class WorkerStats:
-    calls: int = 0
-    errors: int = 0
-    latency: LatencyWindow = field(default_factory=LatencyWindow)
-    rss: int | None = None  # measured by the host at the last health check
+class StartOptions(TypedDict, total=False):
+    """``WorkerProcess.start``'s settings, which ``spawn`` passes on."""
+
+    max_frame: int
+    output: OutputLimits
+    ready_timeout: float
+    max_concurrent_requests: int
+    max_write_buffer: int
 
 
 class WorkerProcess:
@@ -126,21 +127,11 @@ class WorkerProcess:
         python: str = sys.executable,
         python_flags: tuple[str, ...] = (),
         world: WorldOptions = WORLD,
-        max_frame: int = DEFAULT_MAX_FRAME,
-        output: OutputLimits = DEFAULT_OUTPUT_LIMITS,
-        ready_timeout: float = 30.0,
-        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
-        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        **options: Unpack[StartOptions],
     ) -> WorkerProcess:
         """Start a blank worker from a fresh interpreter and wait until it reports ready."""
-        return await cls.start(
-            functools.partial(spawn_interpreter, python, python_flags, world),
-            max_frame=max_frame,
-            output=output,
-            ready_timeout=ready_timeout,
-            max_concurrent_requests=max_concurrent_requests,
-            max_write_buffer=max_write_buffer,
-        )
+        launch = functools.partial(spawn_interpreter, python, python_flags, world)
+        return await cls.start(launch, **options)
 
     @classmethod
     async def start(

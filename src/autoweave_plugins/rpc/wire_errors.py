@@ -19,9 +19,17 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from autoweave_plugins.errors import SandboxUnavailable
+from autoweave_plugins.errors import (
+    AutoweaveError,
+    EntryError,
+    HookError,
+    SandboxUnavailable,
+    UnknownHook,
+)
+from autoweave_plugins.rpc.values import UNSENDABLE
 
 __all__ = [
+    "ASSIGN_HOOK",
     "MAX_MESSAGE",
     "MAX_REPLY_MESSAGE",
     "MAX_TRACEBACK",
@@ -29,6 +37,7 @@ __all__ = [
     "WireError",
     "brief",
     "clip",
+    "error_from_wire",
     "exception_to_wire",
     "read_wire_error",
     "sandbox_unavailable",
@@ -133,3 +142,22 @@ def sandbox_unavailable(message: str) -> SandboxUnavailable:
     if found is None:
         return SandboxUnavailable(("unknown",), message)
     return SandboxUnavailable(tuple(found.group(1).split(", ")), found.group(2) or "")
+
+
+ASSIGN_HOOK = "<assign>"
+"""The pseudo-hook name of an assignment, in errors and pending requests."""
+
+
+def error_from_wire(plugin: str | None, hook: str, value: Any) -> AutoweaveError:
+    """The host's exception for an error frame a worker sent in answer to ``hook``."""
+    error = read_wire_error(value)
+    if hook == ASSIGN_HOOK:
+        if error.type == "SandboxUnavailable":
+            return sandbox_unavailable(error.message)
+        # The plugin's own code raised (import, a missing hook function, onLoad): retrying
+        # would fail the same way.
+        return EntryError(f"{error.type}: {error.message}", plugin, error.traceback)
+    if error.type == "UnknownHook":
+        return UnknownHook(error.message, plugin)
+    returned = error.type == UNSENDABLE and not error.traceback
+    return HookError(plugin, hook, error.type, error.message, error.traceback, returned=returned)
