@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from pathlib import Path
 
@@ -43,9 +42,12 @@ def test_spawner_passes_the_configured_limits() -> None:
     limits = LimitsConfig(max_frame=1 << 20, ready_timeout=5.0, output=OutputLimits(burst=7))
     spawn = spawner(limits)
     assert isinstance(spawn, functools.partial) and spawn.func == WorkerProcess.spawn
-    expected = {"max_frame": 1 << 20, "ready_timeout": 5.0, "output": OutputLimits(burst=7)}
-    if "max_concurrent_requests" in inspect.signature(WorkerProcess.spawn).parameters:
-        expected["max_concurrent_requests"] = limits.max_concurrent_requests
+    expected = {
+        "max_frame": 1 << 20,
+        "ready_timeout": 5.0,
+        "output": OutputLimits(burst=7),
+        "max_concurrent_requests": limits.max_concurrent_requests,
+    }
     assert spawn.keywords == expected
 
 

@@ -26,7 +26,6 @@ from autoweave_plugins.errors import (
     SandboxUnavailable,
     UnknownHook,
 )
-from autoweave_plugins.rpc.values import UNSENDABLE
 
 __all__ = [
     "ASSIGN_HOOK",
@@ -159,5 +158,5 @@ def error_from_wire(plugin: str | None, hook: str, value: Any) -> AutoweaveError
         return EntryError(f"{error.type}: {error.message}", plugin, error.traceback)
     if error.type == "UnknownHook":
         return UnknownHook(error.message, plugin)
-    returned = error.type == UNSENDABLE and not error.traceback
+    returned = error.type == "UnsendableValue" and not error.traceback  # rpc.values.UNSENDABLE
     return HookError(plugin, hook, error.type, error.message, error.traceback, returned=returned)
