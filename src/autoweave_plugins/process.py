@@ -51,7 +51,7 @@ from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, Plugin
 from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.provision import Provisions
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
-from autoweave_plugins.sampling import Sample, read_rss, sample_process
+from autoweave_plugins.sampling import RssReader, Sample, sample_process
 from autoweave_plugins.sandbox.namespaces import worker_pid
 from autoweave_plugins.sandbox.world import WorldOptions
 from autoweave_plugins.tasks import TaskSet
@@ -115,6 +115,7 @@ class WorkerProcess:
         )
         self.provisions: Provisions | None = None  # private tmp and metadata broker, once assigned
         self._plugin_pid: int | None = None  # found once assigned: the worker is settled then
+        self._rss = RssReader()  # the memory check's: one open /proc file, read in place
         self._exited = asyncio.Event()
         self._background = TaskSet("worker")
 
@@ -182,6 +183,7 @@ class WorkerProcess:
     async def _watch_exit(self) -> None:
         assert self.process is not None
         self.returncode = await self.process.wait()
+        self._rss.close()
         if self.provisions is not None:
             await self.provisions.close()
         self._finish(self.exit_reason or self._unasked_reason())
@@ -250,7 +252,7 @@ class WorkerProcess:
 
     def measure_rss(self) -> int | None:
         """The worker's resident memory, read by the host (cheap: the memory check's read)."""
-        rss = read_rss(self.plugin_pid) if self.alive else None
+        rss = self._rss.read(self.plugin_pid) if self.alive else None
         if rss is not None:
             self.stats.rss = rss
         return rss
