@@ -222,6 +222,16 @@ async def run(grant, readonly):
     squares = await asyncio.gather(*(asyncio.to_thread(pow, x, 2) for x in range(5)))
     return [squares, await loop.run_in_executor(None, sum, squares)]
 """, [[0, 1, 4, 9, 16], 30]),
+    Case("async_hooks_run_on_uvloop_with_timers_and_tasks", """
+import asyncio
+async def run(grant, readonly):
+    loop = asyncio.get_running_loop()
+    bases = [cls.__module__.split(".")[0] for cls in type(loop).__mro__]
+    later = loop.create_future()
+    loop.call_later(0.01, later.set_result, "timer")
+    task = asyncio.ensure_future(asyncio.sleep(0.005, result="task"))
+    return ["uvloop" in bases, await later, await task]
+""", [True, "timer", "task"]),
     Case("numpy_openblas_at_the_default_heap", """
 import os
 import numpy as np
@@ -358,6 +368,17 @@ import asyncio
 async def run(grant, readonly):
     await asyncio.open_connection("example.com", 8080)
 """, error="PermissionDenied", says=("autoweave.fetch", "'https://example.com:8080/*'")),
+    Case("asyncio_open_connection_to_an_address_literal", """
+import asyncio
+async def run(grant, readonly):
+    await asyncio.open_connection("192.0.2.7", 8443)
+""", error="PermissionError", says=("autoweave.fetch", "'https://192.0.2.7:8443/*'")),
+    Case("asyncio_datagram_endpoint", """
+import asyncio
+async def run(grant, readonly):
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=("192.0.2.7", 53))
+""", error="PermissionError", says=("autoweave.fetch", "cannot open sockets")),
     Case("memory_error", """
 def run(grant, readonly):
     return len(bytearray(1 << 30))

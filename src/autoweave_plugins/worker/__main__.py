@@ -25,6 +25,7 @@ from autoweave_plugins.sandbox.namespaces import Namespaces, WorldReport, outer_
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.sandbox.world import WorldOptions
 from autoweave_plugins.worker import runtime
+from autoweave_plugins.worker.loop import WorkerLoop
 from autoweave_plugins.worker.world_entry import Opener, enter, open_world
 
 EXIT_SANDBOX = 3
@@ -107,7 +108,8 @@ def serve_blank(
     except (SandboxUnavailable, AutoweaveError) as exc:
         return _refuse(sock, ident, exc)
     listeners = [socket.socket(fileno=fd) for fd in inbound]
-    asyncio.run(runtime.serve(sock, spec, decoder, ident, report, listeners, broker))
+    with asyncio.Runner(loop_factory=WorkerLoop) as runner:
+        runner.run(runtime.serve(sock, spec, decoder, ident, report, listeners, broker))
     return 0
 
 

@@ -91,8 +91,7 @@ class PluginRuntime(asyncio.BufferedProtocol):
     # --- transport -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop: not an asyncio class
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
