@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def test_it_reads_the_same_rss_as_statm_and_keeps_one_descriptor() -> None:
     assert second is not None and second - first >= 24 << 20
     reader.close()
     assert reader.fd is None
-    del ballast
+    ballast.close()
 
 
 def test_another_pid_reopens_and_a_gone_process_reads_none() -> None:
