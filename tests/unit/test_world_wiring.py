@@ -17,7 +17,7 @@ from autoweave_plugins.errors import ConfigError, ProtocolError, SandboxUnavaila
 from autoweave_plugins.manifest import parse_manifest_bytes
 from autoweave_plugins.policy import GrantPolicy, ensure_declared_paths
 from autoweave_plugins.rpc import sandbox_unavailable
-from autoweave_plugins.sandbox import kernel
+from autoweave_plugins.sandbox import _outermost, kernel
 from autoweave_plugins.sandbox.cloned import clone_attempts
 from autoweave_plugins.sandbox.mounts import Scaffold
 from autoweave_plugins.sandbox.namespaces import outer_pid
@@ -113,3 +113,12 @@ def test_the_folders_the_host_makes_go_to_the_workers_identity(tmp_path: Path) -
         info = os.stat(folder)
         assert (info.st_uid, info.st_gid) == WORKER_IDENTITY
     assert (tmp_path / "data").stat().st_uid == 0  # above the allowed root: left alone
+
+
+@given(st.lists(st.sampled_from(["/a", "/a/b", "/a/b/c", "/a/b-c", "/a/bc", "/d", "/d/e"])))
+def test_nested_read_paths_are_left_to_the_folder_above(paths: list[str]) -> None:
+    kept = _outermost(paths)
+    for path in paths:  # every path is still covered, by exactly one kept rule
+        covering = [k for k in kept if path == k or path.startswith(k + "/")]
+        assert len(covering) == 1, (path, kept)
+    assert all(not (a != b and b.startswith(a + "/")) for a in kept for b in kept)

@@ -15,6 +15,7 @@ import os
 import sys
 import sysconfig
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,17 @@ def runtime_read_paths() -> list[str]:
     candidates.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this package
     candidates.update(SYSTEM_LIBRARIES)
     candidates.update(system_data_paths())
-    return sorted(path for path in candidates if os.path.exists(path))
+    return _outermost(os.path.realpath(path) for path in candidates if os.path.exists(path))
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """``paths`` without those inside another: a Landlock rule on a folder covers everything
+    below it, so a nested rule with the same rights only costs the worker time at load."""
+    kept: list[str] = []
+    for path in sorted(set(paths), key=lambda path: path.split("/")):
+        if not kept or not (path == kept[-1] or path.startswith(kept[-1].rstrip("/") + "/")):
+            kept.append(path)
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
