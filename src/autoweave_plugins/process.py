@@ -26,7 +26,7 @@ from typing import Any, TypedDict, Unpack
 
 import httpx
 
-from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
+from autoweave_plugins.broker.fetch import FetchLimits
 from autoweave_plugins.broker.metrics import PluginMetrics
 from autoweave_plugins.broker.service import MAX_CONCURRENT_REQUESTS, RequestService
 from autoweave_plugins.channel import (
@@ -48,7 +48,6 @@ from autoweave_plugins.errors import (
 from autoweave_plugins.latency import WorkerStats
 from autoweave_plugins.launch import WORLD, Launch, OSProcess, spawn_interpreter
 from autoweave_plugins.output import DEFAULT_OUTPUT_LIMITS, OutputLimits, PluginOutput
-from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.provision import Provisions
 from autoweave_plugins.rpc import DEFAULT_MAX_FRAME, Kind, WorkerSpec
 from autoweave_plugins.sampling import RssReader, Sample, sample_process
@@ -67,14 +66,19 @@ ExitCallback = Callable[["WorkerProcess", str, int | None], None]
 _CALL = Kind.CALL
 
 
-class StartOptions(TypedDict, total=False):
-    """``WorkerProcess.start``'s settings, which ``spawn`` passes on."""
+class WorkerOptions(TypedDict, total=False):
+    """``WorkerProcess``'s settings (its constructor's keywords)."""
 
     max_frame: int
     output: OutputLimits
-    ready_timeout: float
     max_concurrent_requests: int
     max_write_buffer: int
+
+
+class StartOptions(WorkerOptions, total=False):
+    """``WorkerProcess.start``'s settings, which ``spawn`` passes on."""
+
+    ready_timeout: float
 
 
 class WorkerProcess:
@@ -136,22 +140,10 @@ class WorkerProcess:
 
     @classmethod
     async def start(
-        cls,
-        launch: Launch,
-        *,
-        max_frame: int = DEFAULT_MAX_FRAME,
-        output: OutputLimits = DEFAULT_OUTPUT_LIMITS,
-        ready_timeout: float = 30.0,
-        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
-        max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        cls, launch: Launch, *, ready_timeout: float = 30.0, **options: Unpack[WorkerOptions]
     ) -> WorkerProcess:
         """Start a blank worker with ``launch`` and wait until it reports ready."""
-        self = cls(
-            max_frame=max_frame,
-            output=output,
-            max_concurrent_requests=max_concurrent_requests,
-            max_write_buffer=max_write_buffer,
-        )
+        self = cls(**options)
         started = await launch()
         self.process = started.process
         self.method = started.method
@@ -307,16 +299,10 @@ class WorkerProcess:
         ``on_refused`` is told of the plugin's requests that a permission refused. The
         worker also gets its private temp folder and metadata broker (``provision``).
         """
-        if on_refused is not None:
-            self.requests.on_refused = on_refused
         assert self.pid is not None and self.provisions is None
         self.provisions, spec = Provisions.open(spec, self.pid)
         self.plugin = self.channel.plugin = spec.plugin
-        patterns = spec.manifest.get("permissions", {}).get("network", {}).get("outbound", [])
-        if http is not None:
-            self.requests.fetch = FetchBroker(
-                OutboundPolicy(patterns), http, fetch_limits or FetchLimits()
-            )
+        self.requests.grant(spec.manifest, http, fetch_limits, on_refused)
         self.output.bind(spec.plugin)
         ident = self.channel.next_id()
         try:

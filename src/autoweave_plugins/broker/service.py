@@ -14,7 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from autoweave_plugins.broker.fetch import FetchBroker
+import httpx
+
+from autoweave_plugins.broker.fetch import FetchBroker, FetchLimits
 from autoweave_plugins.errors import (
     AutoweaveError,
     FetchError,
@@ -22,6 +24,7 @@ from autoweave_plugins.errors import (
     PermissionDenied,
     WorkerError,
 )
+from autoweave_plugins.permissions.urls import OutboundPolicy
 from autoweave_plugins.ratelimit import TokenBucket
 
 __all__ = ["MAX_CONCURRENT_REQUESTS", "Replies", "RequestService"]
@@ -59,6 +62,21 @@ class RequestService:
         """Told of each request refused by a permission (``PermissionDenied``, ``InvalidURL``),
         rate-limited: the operator sees what a plugin was denied."""
         self.refusals = TokenBucket(REFUSALS_PER_SECOND, 10)
+
+    def grant(
+        self,
+        manifest: dict[str, Any],
+        http: httpx.AsyncClient | None,
+        limits: FetchLimits | None = None,
+        on_refused: Callable[[AutoweaveError], None] | None = None,
+    ) -> None:
+        """Serve an assigned plugin: ``fetch`` against its manifest's outbound patterns, through
+        ``http`` (without it, ``fetch`` stays refused); ``on_refused`` hears of refusals."""
+        if on_refused is not None:
+            self.on_refused = on_refused
+        if http is not None:
+            patterns = manifest.get("permissions", {}).get("network", {}).get("outbound", [])
+            self.fetch = FetchBroker(OutboundPolicy(patterns), http, limits or FetchLimits())
 
     @property
     def in_flight(self) -> int:
