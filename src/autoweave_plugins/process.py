@@ -75,12 +75,6 @@ class WorkerOptions(TypedDict, total=False):
     max_write_buffer: int
 
 
-class StartOptions(WorkerOptions, total=False):
-    """``WorkerProcess.start``'s settings, which ``spawn`` passes on."""
-
-    ready_timeout: float
-
-
 class WorkerProcess:
     """A worker process and its RPC channel. Create it with ``await WorkerProcess.spawn()``
     or ``await WorkerProcess.start(launch)``."""
@@ -132,11 +126,12 @@ class WorkerProcess:
         python: str = sys.executable,
         python_flags: tuple[str, ...] = (),
         world: WorldOptions = WORLD,
-        **options: Unpack[StartOptions],
+        ready_timeout: float = 30.0,
+        **options: Unpack[WorkerOptions],
     ) -> WorkerProcess:
         """Start a blank worker from a fresh interpreter and wait until it reports ready."""
         launch = functools.partial(spawn_interpreter, python, python_flags, world)
-        return await cls.start(launch, **options)
+        return await cls.start(launch, ready_timeout=ready_timeout, **options)
 
     @classmethod
     async def start(

@@ -18,7 +18,7 @@ from autoweave_plugins.manifest import parse_manifest_bytes
 from autoweave_plugins.policy import GrantPolicy, ensure_declared_paths
 from autoweave_plugins.rpc import sandbox_unavailable
 from autoweave_plugins.sandbox import _outermost, kernel
-from autoweave_plugins.sandbox.cloned import clone_attempts
+from autoweave_plugins.sandbox.cloned import clone_flags
 from autoweave_plugins.sandbox.mounts import Scaffold
 from autoweave_plugins.sandbox.namespaces import outer_pid
 from autoweave_plugins.sandbox.world import NAMESPACES, WORKER_IDENTITY, WorldOptions
@@ -50,15 +50,15 @@ def test_config_names_the_bad_namespace() -> None:
 
 
 def test_the_template_clones_into_a_pid_namespace_and_no_more() -> None:
-    assert clone_attempts(WorldOptions(), root=True) == [kernel.CLONE_NEWPID]
+    assert clone_flags(WorldOptions(), root=True) == kernel.CLONE_NEWPID
     unprivileged = kernel.CLONE_NEWPID | kernel.CLONE_NEWUSER
-    assert clone_attempts(WorldOptions(), root=False) == [unprivileged]
+    assert clone_flags(WorldOptions(), root=False) == unprivileged
     # Optional namespaces disabled: still cloned, the worker records them as lost itself.
-    assert clone_attempts(WorldOptions(disabled=frozenset({"net"})), root=True)
+    assert clone_flags(WorldOptions(disabled=frozenset({"net"})), root=True) == kernel.CLONE_NEWPID
     for needed in ("pid", "mount"):
-        assert clone_attempts(WorldOptions(disabled=frozenset({needed})), root=True) == []
-    assert clone_attempts(WorldOptions(disabled=frozenset({"user"})), root=False) == []
-    assert clone_attempts(WorldOptions(False), root=True) == []
+        assert clone_flags(WorldOptions(disabled=frozenset({needed})), root=True) is None
+    assert clone_flags(WorldOptions(disabled=frozenset({"user"})), root=False) is None
+    assert clone_flags(WorldOptions(False), root=True) is None
 
 
 @pytest.mark.parametrize(

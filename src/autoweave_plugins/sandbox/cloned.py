@@ -2,13 +2,14 @@
 
 A spawned worker enters its namespaces with ``open_namespaces`` (unshare, then two forks:
 the relay W stays outside, C becomes pid 1). A template can do better: it clones each worker
-straight into new namespaces (``clone_attempts`` gives the flags, best first), so the process
-the host supervises is already pid 1 of its own PID namespace, holding it and relaying the
-host's signals at once (``holders.hold_and_relay``). ``split`` forks the worker, pid 2, the
-moment the clone returns: every page pid 1 writes is a copy it keeps for its whole life, so it
-runs as little Python as possible. ``adopt`` then builds the base of the view in the worker. One process and one fork fewer per worker than the
-spawned path, with the same guarantees: pid 1 runs no plugin code and dies with the host
-(its own PDEATHSIG), and the kernel kills the namespace with it.
+straight into a new PID namespace (``clone_flags``), so the process the host supervises is
+already pid 1 there, holding it and relaying the host's signals at once
+(``holders.hold_and_relay``). Once it has reported READY, ``split`` forks the worker, pid 2:
+every page pid 1 writes is a copy it keeps for its whole life, so it runs as little Python as
+possible. ``adopt`` then makes the other namespaces and the base of the view in the worker.
+One process and one fork fewer per worker than the spawned path, with the same guarantees:
+pid 1 runs no plugin code and dies with the host (its own PDEATHSIG), and the kernel kills
+the namespace with it.
 """
 
 from __future__ import annotations
@@ -17,39 +18,34 @@ import os
 import time
 
 from autoweave_plugins.errors import WorldError
-from autoweave_plugins.sandbox import kernel, native
+from autoweave_plugins.sandbox import native
 from autoweave_plugins.sandbox.holders import EXIT_ORPHANED, hold_and_relay
-from autoweave_plugins.sandbox.mounts import build_base
 from autoweave_plugins.sandbox.namespaces import (
-    _OPTIONAL,
     FLAGS,
-    NAMESPACES,
     Namespaces,
     _create,
     _map_to,
-    _ms,
     privileged,
+    with_base,
 )
 from autoweave_plugins.sandbox.world import BasePlan, WorldOptions
 
-__all__ = ["adopt", "clone_attempts", "split"]
+__all__ = ["adopt", "clone_flags", "split"]
 
 
-def clone_attempts(options: WorldOptions, root: bool) -> list[int]:
-    """The flags to clone a worker with: its PID namespace (and, unprivileged, the user
-    namespace every other one needs), or none when the layer is off or a needed namespace is
-    disabled (the child then goes the spawned way, which reports what was lost). The other
-    namespaces the worker unshares itself, after READY (``adopt``): a new network namespace
-    alone costs about a millisecond, which the clone would otherwise add to every start."""
-    if not options.enabled:
-        return []
+def clone_flags(options: WorldOptions, root: bool) -> int | None:
+    """What to clone a worker with: its PID namespace (and, unprivileged, the user namespace
+    every other one needs); None when the layer is off or a needed namespace is disabled (the
+    child then goes the spawned way, which reports what was lost). The other namespaces the
+    worker unshares itself, after READY (``adopt``): a new network namespace alone costs
+    about a millisecond, which the clone would otherwise add to every start."""
     required = ("pid",) if root else ("user", "pid")
-    if {*required, "mount"} & options.disabled:
-        return []
+    if not options.enabled or {*required, "mount"} & options.disabled:
+        return None
     flags = 0
     for name in required:
         flags |= FLAGS[name]
-    return [flags]
+    return flags
 
 
 def split() -> None:
@@ -89,15 +85,5 @@ def adopt(plan: BasePlan, host_ids: tuple[int, int]) -> Namespaces:
     if root and "user" in disabled:
         lost["user"] = "user namespace disabled by the host"
     os.chdir("/")  # no process may pin the host's tree once the world detaches it
-    opened = _ms(started)
-    if "uts" not in lost:
-        try:
-            kernel.sethostname(plan.spec.hostname)
-        except OSError as exc:
-            raise WorldError("namespaces", "hostname", exc.strerror or str(exc)) from exc
-    final_uid = plan.spec.outside_uid if root else host_ids[0]
-    scaffold = build_base(plan, cover_proc=final_uid == 0)
-    made = ("pid", "mount", *_OPTIONAL) if root else ("user", "pid", "mount", *_OPTIONAL)
-    created = tuple(name for name in NAMESPACES if name in made and name not in lost)
-    timings = {"open": opened, "base": round(_ms(started) - opened, 3)}
-    return Namespaces(created, lost, root, host_ids[0], plan, scaffold, timings)
+    required = ("pid", "mount") if root else ("user", "pid", "mount")
+    return with_base(plan, required, lost, root, host_ids[0], started)

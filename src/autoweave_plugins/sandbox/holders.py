@@ -71,9 +71,8 @@ def _end_as(status: int) -> NoReturn:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def relay(worker: int) -> NoReturn:
-    """W: hold nothing of the worker's, forward signals to it, and end as it ended."""
-    _close_all_except({0, 1, 2})
+def _forward_signals(worker: int) -> None:
+    """Pass the host's signals (``_FORWARDED``) on to the worker."""
 
     def forward(signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -81,6 +80,12 @@ def relay(worker: int) -> NoReturn:
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
+
+
+def relay(worker: int) -> NoReturn:
+    """W: hold nothing of the worker's, forward signals to it, and end as it ended."""
+    _close_all_except({0, 1, 2})
+    _forward_signals(worker)
     _, status = os.waitpid(worker, 0)
     _end_as(status)
 
@@ -96,13 +101,7 @@ def hold_and_relay(worker: int) -> NoReturn:
     """
     kernel.set_dumpable(False)
     _close_all_except(set())
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker, signum)
-
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
+    _forward_signals(worker)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

@@ -75,6 +75,7 @@ __all__ = [
     "open_namespaces",
     "outer_pid",
     "privileged",
+    "with_base",
     "worker_pid",
 ]
 
@@ -240,18 +241,31 @@ def open_namespaces(plan: BasePlan | None = None) -> Namespaces:
         finally:
             os._exit(1)  # C dies with W, and the namespace with C
     os.close(me)
+    return with_base(plan, required, lost, root, uid, started)
+
+
+def with_base(
+    plan: BasePlan,
+    required: tuple[str, ...],
+    lost: dict[str, str],
+    root: bool,
+    host_uid: int,
+    started: float,
+) -> Namespaces:
+    """In the worker, its namespaces made (``required`` and whichever optional ones are not
+    ``lost``): name the host, build the base of the view, and say what it has."""
     opened = _ms(started)
     made = required + _OPTIONAL
     created = tuple(name for name in NAMESPACES if name in made and name not in lost)
     if "uts" not in lost:
         try:
-            kernel.sethostname(base.hostname)
+            kernel.sethostname(plan.spec.hostname)
         except OSError as exc:
             raise WorldError("namespaces", "hostname", _why(exc)) from exc
-    final_uid = base.outside_uid if root else uid
+    final_uid = plan.spec.outside_uid if root else host_uid
     scaffold = build_base(plan, cover_proc=final_uid == 0)
     timings = {"open": opened, "base": round(_ms(started) - opened, 3)}
-    return Namespaces(created, lost, root, uid, plan, scaffold, timings)
+    return Namespaces(created, lost, root, host_uid, plan, scaffold, timings)
 
 
 def _settle_identity(namespaces: Namespaces, lost: dict[str, str]) -> int:

@@ -44,7 +44,7 @@ from typing import Any
 import msgpack
 
 from autoweave_plugins.sandbox import Prepared, native, prepare
-from autoweave_plugins.sandbox.cloned import clone_attempts, split
+from autoweave_plugins.sandbox.cloned import clone_flags, split
 from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
 from autoweave_plugins.sandbox.privileges import die_with_parent
 from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
@@ -115,27 +115,22 @@ class _Forking:
         self.options = options
         self.base = plan(options)
         self.host_ids = (os.geteuid(), os.getegid())
-        self.attempts = clone_attempts(options, privileged()) if self.base else []
-        self.prepared = prepare(pid=2) if self.attempts else None
+        self.flags = clone_flags(options, privileged()) if self.base else None
+        self.prepared = prepare(pid=2) if self.flags is not None else None
 
     def fork(self, sibling: SiblingFork) -> tuple[int, Opener]:
         """Clone a child, in its own namespaces if the kernel allows; returns its pid, and in
         the child 0 and how it enters its world."""
-        refused = ""
         base = self.base
-        for flags in self.attempts:
+        if self.flags is not None and base is not None:
             try:
-                pid = sibling.fork(flags)
-            except OSError as exc:
-                refused = exc.strerror or str(exc)
-                continue
-            assert base is not None  # attempts are made only with a plan
+                pid = sibling.fork(self.flags)
+            except OSError as exc:  # the kernel refused: every namespace lost, with why
+                lost = dict.fromkeys(NAMESPACES, f"clone refused: {exc.strerror or exc}")
+                opener = functools.partial(_without_namespaces, base, lost, self.host_ids)
+                return sibling.fork(), opener
             return pid, functools.partial(adopt_world, base, self.host_ids)
-        pid = sibling.fork()
-        if refused and base is not None:  # the kernel refused: every namespace lost, with why
-            lost = dict.fromkeys(NAMESPACES, f"clone refused: {refused}")
-            return pid, functools.partial(_without_namespaces, base, lost, self.host_ids)
-        return pid, functools.partial(open_world, self.options, self.base)
+        return sibling.fork(), functools.partial(open_world, self.options, base)
 
     def host_gone(self) -> bool:
         return bool(select.select([self.host], [], [], 0)[0])

@@ -44,6 +44,16 @@ Opener = Callable[[], Opened]
 """How a blank worker gets its namespaces after READY: ``open_world`` or ``adopt_world``."""
 
 
+def _opened(open_: Callable[[], Namespaces]) -> Opened:
+    """``open_()``, or the failure the worker must refuse its assignment with."""
+    try:
+        return open_()
+    except AutoweaveError as exc:
+        return exc
+    except OSError as exc:
+        return AutoweaveError(f"world: {exc}")
+
+
 def open_world(options: WorldOptions, base: BasePlan | None) -> Opened:
     """Open the namespaces and the base of the view; returns in the process that serves.
 
@@ -54,23 +64,13 @@ def open_world(options: WorldOptions, base: BasePlan | None) -> Opened:
     """
     if not options.enabled:
         return None
-    try:
-        return open_namespaces(base or plan_base(options.base()))
-    except AutoweaveError as exc:
-        return exc
-    except OSError as exc:
-        return AutoweaveError(f"world: {exc}")
+    return _opened(lambda: open_namespaces(base or plan_base(options.base())))
 
 
 def adopt_world(base: BasePlan, host_ids: tuple[int, int]) -> Opened:
     """``open_world`` for the worker a template's child forked right after its clone into
     its own PID namespace (``sandbox/cloned.py``)."""
-    try:
-        return adopt(base, host_ids)
-    except AutoweaveError as exc:
-        return exc
-    except OSError as exc:
-        return AutoweaveError(f"world: {exc}")
+    return _opened(lambda: adopt(base, host_ids))
 
 
 def enter(spec: WorkerSpec, namespaces: Namespaces) -> tuple[WorkerSpec, WorldReport]:
