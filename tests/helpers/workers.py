@@ -96,9 +96,11 @@ async def running(
 
 
 def in_world(worker: WorkerProcess) -> bool:
-    """The worker runs its plugin in its own namespaces (the process the host started only
-    relays): what the plugin sees of files and processes is its world's."""
-    return worker.plugin_pid != worker.pid
+    """The worker runs its plugin in its own namespaces: what the plugin sees of files and
+    processes is its world's. Asked of the kernel, through the host's ``/proc``."""
+    pid = worker.plugin_pid
+    assert pid is not None
+    return os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
 
 
 def grant_folder(path: Path) -> Path:

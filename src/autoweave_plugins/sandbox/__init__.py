@@ -75,7 +75,7 @@ def prepare(pid: int | None = None) -> Prepared:
     """Everything that does not depend on the plugin: done before READY, off the load path.
 
     ``pid`` is the process that will use it (default: this one); a template prepares once
-    for pid 2, which each of its workers is in its own PID namespace. Also makes landlockpy
+    for pid 1, which each of its workers is in its own PID namespace. Also makes landlockpy
     open its libc handle now (by soname, see native.py), before the filesystem is closed.
     """
     landlock_abi()

@@ -1,25 +1,37 @@
 """Namespaces made by the clone that creates the worker: the template's way into a world.
 
 A spawned worker enters its namespaces with ``open_namespaces`` (unshare, then two forks:
-the relay W stays outside, C becomes pid 1). A template can do better: it clones each worker
+the relay W stays outside, C becomes pid 1, the worker is pid 2), because an unshared PID
+namespace only takes the caller's children. A template can do better: it clones each worker
 straight into a new PID namespace (``clone_flags``), so the process the host supervises is
-already pid 1 there, holding it and relaying the host's signals at once
-(``holders.hold_and_relay``). Once it has reported READY, ``split`` forks the worker, pid 2:
-every page pid 1 writes is a copy it keeps for its whole life, so it runs as little Python as
-possible. ``adopt`` then makes the other namespaces and the base of the view in the worker.
-One process and one fork fewer per worker than the spawned path, with the same guarantees:
-pid 1 runs no plugin code and dies with the host (its own PDEATHSIG), and the kernel kills
-the namespace with it.
+pid 1 there and is the worker itself. ``adopt`` then makes the other namespaces and the base
+of the view in it. No holder and no relay: two processes and two forks fewer per worker
+than the spawned path. A forked Python process keeps about 0.9 MB of pages it alone holds
+before it does anything, so a holder cost more memory than a whole idle worker's runtime.
+
+The guarantees a holder gave hold without one:
+
+- It dies with the host: its PDEATHSIG (SIGKILL) comes from an ancestor namespace, which
+  the kernel delivers to a pid 1, and the seccomp filter refuses the prctl that would clear
+  it; its death ends the namespace.
+- The host's signals end it, as they ended a worker behind a relay (``end_on_signals``): a
+  pid 1 ignores every signal it has no handler for, SIGKILL from the host excepted.
+- A crash is its own: a fault (SIGSEGV, SIGBUS...) is forced on a pid 1 as on any process,
+  so the host sees the signal itself, where a relay could only report 128 + N.
+
+What differs, and is documented: a plugin's ``os.kill(os.getpid(), sig)`` with no handler
+installed does nothing (a pid 1 cannot signal itself to death), as in a container's init.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
+from types import FrameType
 
 from autoweave_plugins.errors import WorldError
-from autoweave_plugins.sandbox import native
-from autoweave_plugins.sandbox.holders import EXIT_ORPHANED, hold_and_relay
+from autoweave_plugins.sandbox.holders import FORWARDED
 from autoweave_plugins.sandbox.namespaces import (
     FLAGS,
     Namespaces,
@@ -30,7 +42,7 @@ from autoweave_plugins.sandbox.namespaces import (
 )
 from autoweave_plugins.sandbox.world import BasePlan, WorldOptions
 
-__all__ = ["adopt", "clone_flags", "split"]
+__all__ = ["adopt", "clone_flags", "end_on_signals"]
 
 
 def clone_flags(options: WorldOptions, root: bool) -> int | None:
@@ -48,26 +60,21 @@ def clone_flags(options: WorldOptions, root: bool) -> int | None:
     return flags
 
 
-def split() -> None:
-    """In the clone, once it has told the host it is READY: fork the worker and return in it;
-    this process stays behind as pid 1 and never returns.
+def end_on_signals() -> None:
+    """In a worker that is pid 1 of its namespace: end on the signals a relay passed on
+    (``holders.FORWARDED``), with 128 + N, as a worker behind a relay ended. The plugin may
+    install handlers of its own over these, as it could behind a relay."""
 
-    The caller has made it die with the host (PDEATHSIG, checked against a pidfd) and given it
-    a process group of its own, which the worker shares. Pid 1 keeps no descriptor: the
-    channel's only holder is the worker, and no pipe of the template's stays open for it.
-    """
-    with native.own_forks():
-        worker = os.fork()
-    if worker == 0:
-        return
-    try:
-        hold_and_relay(worker)
-    finally:
-        os._exit(EXIT_ORPHANED)
+    def end(signum: int, frame: FrameType | None) -> None:
+        os._exit(128 + signum)
+
+    for sig in FORWARDED:
+        if sig != signal.SIGINT:  # Python's own handler: KeyboardInterrupt, as anywhere
+            signal.signal(sig, end)
 
 
 def adopt(plan: BasePlan, host_ids: tuple[int, int]) -> Namespaces:
-    """In the worker ``split`` made: create the rest of its namespaces (mount, and network,
+    """In the worker, pid 1 of its PID namespace: create the rest of its namespaces (mount, and network,
     IPC and UTS as far as the kernel allows) and build the base of its view.
 
     ``host_ids`` are the template's uid and gid, which an unprivileged worker maps its user

@@ -18,11 +18,11 @@ from types import FrameType
 from typing import NoReturn
 
 from autoweave_plugins.sandbox import kernel
+from autoweave_plugins.sandbox.privileges import EXIT_ORPHANED  # C found W gone: so is the host
 
-__all__ = ["EXIT_ORPHANED", "hold", "hold_and_relay", "relay"]
+__all__ = ["EXIT_ORPHANED", "FORWARDED", "hold", "relay"]
 
-EXIT_ORPHANED = 125  # C found W already gone: the host is dying, so is this world
-_FORWARDED = (
+FORWARDED = (
     signal.SIGTERM,
     signal.SIGINT,
     signal.SIGHUP,
@@ -72,13 +72,13 @@ def _end_as(status: int) -> NoReturn:
 
 
 def _forward_signals(worker: int) -> None:
-    """Pass the host's signals (``_FORWARDED``) on to the worker."""
+    """Pass the host's signals (``FORWARDED``) on to the worker."""
 
     def forward(signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker, signum)
 
-    for sig in _FORWARDED:
+    for sig in FORWARDED:
         signal.signal(sig, forward)
 
 
@@ -88,24 +88,3 @@ def relay(worker: int) -> NoReturn:
     _forward_signals(worker)
     _, status = os.waitpid(worker, 0)
     _end_as(status)
-
-
-def hold_and_relay(worker: int) -> NoReturn:
-    """W and C in one: pid 1 of the worker's PID namespace that the host started itself (a
-    template's child, cloned into its namespaces), so the host's PDEATHSIG is already its own.
-
-    It forwards the host's signals to the worker, reaps whatever is reparented to it, and
-    ends when the worker ends (everything else in the namespace dies with it). A pid 1
-    cannot kill itself with a signal, so a worker killed by signal N ends it with exit code
-    128 + N, as a shell reports it.
-    """
-    kernel.set_dumpable(False)
-    _close_all_except(set())
-    _forward_signals(worker)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(1)
-        if pid == worker:
-            _end_as(status)

@@ -362,8 +362,8 @@ def worker_pid(outer_pid: int) -> int:
     """Host side: the pid, as the host sees it, of the process that runs the plugin.
 
     After ``open_namespaces`` that is the child of the process the host started that is
-    pid 2 in its own namespace (pid 1 is the holder); without namespaces it is that process
-    itself. The host should measure RSS and CPU there.
+    pid 2 in its own namespace (pid 1 is the holder); a template's worker, and a worker
+    without namespaces, is that process itself. The host should measure RSS and CPU there.
     """
     try:
         with open(f"/proc/{outer_pid}/task/{outer_pid}/children") as children:

@@ -182,7 +182,7 @@ def _deny_prctl_outside_allow_list(flt: sc.SyscallFilter, deny: int) -> None:
 def build_filter(pid: int | None = None) -> tuple[sc.SyscallFilter, dict[str, object]]:
     """Build (not load) the filter. Depends only on this process's ``pid`` (default: its
     own), so a blank worker builds it ahead of assignment, and a template once for every
-    worker that will be pid 2 of its own PID namespace. Returns the filter and a report of
+    worker that will be pid 1 of its own PID namespace. Returns the filter and a report of
     what it denies."""
     arch = sc.system_arch()
     deny = sc.ERRNO(errno.EPERM)

@@ -71,21 +71,17 @@ def serve_blank(
     sock: socket.socket,
     opener: Opener,
     prepared: Prepared | None = None,
-    *,
-    announced: bool = False,
 ) -> int:
     """READY, namespaces, preparation, wait for ASSIGN, sandbox, serve; returns the exit code.
 
     What follows READY happens while the host gets the assignment ready. ``opener`` enters
     the namespaces (``world_entry``); the preparation comes after it because the seccomp
     filter names the worker's own pid, which its PID namespace changes. ``prepared`` is the
-    template's, used if it was made for the pid this worker has. ``announced``: READY was
-    sent already (by the worker's pid 1).
+    template's, used if it was made for the pid this worker has.
     """
     decoder = FrameDecoder()
     inbound: list[int] = []
-    if not announced:
-        announce(sock)
+    announce(sock)
     namespaces = opener()
     if prepared is None or prepared.pid != os.getpid():
         prepared = prepare()

@@ -44,11 +44,11 @@ from typing import Any
 import msgpack
 
 from autoweave_plugins.sandbox import Prepared, native, prepare
-from autoweave_plugins.sandbox.cloned import clone_flags, split
+from autoweave_plugins.sandbox.cloned import clone_flags, end_on_signals
 from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
-from autoweave_plugins.sandbox.privileges import die_with_parent
+from autoweave_plugins.sandbox.privileges import die_with_parent, watch_parent
 from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
-from autoweave_plugins.worker.__main__ import announce, serve_blank
+from autoweave_plugins.worker.__main__ import serve_blank
 from autoweave_plugins.worker.sibling import SiblingFork
 from autoweave_plugins.worker.world_entry import Opened, Opener, adopt_world, open_world, plan
 
@@ -106,7 +106,7 @@ def _close(fds: list[int]) -> None:
 
 class _Forking:
     """What every child starts from, made once: the host, the world options, the plan of the
-    view's base, the sandbox preparation for pid 2 (each worker's pid in its own PID
+    view's base, the sandbox preparation for pid 1 (each worker's pid in its own PID
     namespace), and how to clone a child straight into its namespaces."""
 
     def __init__(self, host_pid: int, options: WorldOptions) -> None:
@@ -116,7 +116,7 @@ class _Forking:
         self.base = plan(options)
         self.host_ids = (os.geteuid(), os.getegid())
         self.flags = clone_flags(options, privileged()) if self.base else None
-        self.prepared = prepare(pid=2) if self.flags is not None else None
+        self.prepared = prepare(pid=1) if self.flags is not None else None
 
     def fork(self, sibling: SiblingFork) -> tuple[int, Opener]:
         """Clone a child, in its own namespaces if the kernel allows; returns its pid, and in
@@ -143,9 +143,9 @@ def _without_namespaces(base: BasePlan, lost: dict[str, str], host_ids: tuple[in
 def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener: Opener) -> int:
     """In the child: take the passed descriptors, detach from the template, serve as a worker.
 
-    A child cloned into its own PID namespace is its pid 1: it reports READY itself, the
-    moment it holds the channel, and then forks the worker (``split``), which serves. Every
-    page pid 1 writes is a copy it keeps, so it does no more than that.
+    A child cloned into its own PID namespace is its pid 1, and serves there itself
+    (``sandbox/cloned.py``): it reports READY the moment it holds the channel, before it
+    enters the rest of its world.
     """
     ctl.close()  # through its object, so nothing later closes a reused descriptor number
     channel, stdout, stderr = fds
@@ -168,14 +168,13 @@ def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener
     # here (it creates a scheduler autogroup), more than the whole fork.
     os.setpgid(0, 0)
     sock = socket.socket(fileno=channel)
-    holder = os.getpid() == 1
-    if holder:
-        announce(sock)
-        split()  # returns in the worker; pid 1 stays behind
+    if os.getpid() == 1:
+        end_on_signals()
+        watch_parent(channel)
     world = forking.options.to_arg()
     sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
     random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
-    return serve_blank(sock, opener, forking.prepared, announced=holder)
+    return serve_blank(sock, opener, forking.prepared)
 
 
 def serve_forks(ctl: socket.socket, sibling: SiblingFork, forking: _Forking) -> int:
