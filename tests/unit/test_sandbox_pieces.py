@@ -47,6 +47,36 @@ def test_the_filter_names_everything_it_denies() -> None:
     assert ctypes.addressof(here) < zone  # the heap is below the stack's zone
 
 
+INSTALL_PROGRAM = """
+import os, socket, sys
+from autoweave_plugins.sandbox.privileges import drop_privileges
+from autoweave_plugins.sandbox.seccomp import Program, build_filter
+program = Program(build_filter()[0])
+before = socket.socket(); before.close()  # the control: allowed until the filter is in
+drop_privileges()
+program.install()
+try:
+    socket.socket()
+except PermissionError:
+    print(program.instructions, "refused")
+"""
+
+
+def test_the_compiled_program_is_the_filter_libseccomp_would_load() -> None:
+    """Compiled once (the template), installed with one syscall: the kernel then refuses
+    what the filter denies. In a fresh interpreter, as the filter cannot be taken off."""
+    done = subprocess.run(
+        [sys.executable, "-c", INSTALL_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    instructions, verdict = done.stdout.split()
+    assert verdict == "refused" and int(instructions) > 100
+
+
 def test_sonames_only_runs_nothing_and_restores_find_library() -> None:
     original = ctypes.util.find_library
     with native.sonames_only():

@@ -17,7 +17,6 @@ import sysconfig
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from landlockpy import AccessFS
 
@@ -29,7 +28,7 @@ from autoweave_plugins.sandbox.native import sandbox_complete
 from autoweave_plugins.sandbox.privileges import drop_privileges
 from autoweave_plugins.sandbox.probe import REQUIRED_LAYERS, probe
 from autoweave_plugins.sandbox.rlimits import apply_rlimits, size_thread_stacks
-from autoweave_plugins.sandbox.seccomp import build_filter, load_filter
+from autoweave_plugins.sandbox.seccomp import Program, build_filter
 from autoweave_plugins.sandbox.system_data import system_data_paths
 from autoweave_plugins.sandbox.threads import cap_threads
 
@@ -67,7 +66,8 @@ class Prepared:
     """Plugin-independent work done by a blank worker before it is assigned (pre-warm)."""
 
     read_paths: tuple[str, ...]
-    seccomp: tuple[Any, dict[str, object]] | str  # the built filter and its report, or why not
+    # The compiled filter and its report, or why there is none.
+    seccomp: tuple[Program, dict[str, object]] | str
     pid: int  # the pid the filter lets the worker signal: only valid in a process with it
 
 
@@ -81,10 +81,14 @@ def prepare(pid: int | None = None) -> Prepared:
     landlock_abi()
     pid = os.getpid() if pid is None else pid
     try:
-        seccomp: tuple[Any, dict[str, object]] | str = build_filter(pid)
+        flt, described = build_filter(pid)
+        seccomp: tuple[Program, dict[str, object]] | str = (Program(flt), described)
     except (OSError, RuntimeError) as exc:
         seccomp = f"unavailable: {exc}"
-    return Prepared(tuple(runtime_read_paths()), seccomp, pid)
+    # System data this machine lacks (no /etc/timezone, say) is left out here, once, rather
+    # than skipped, and logged, by every worker's Landlock step.
+    present = tuple(path for path in runtime_read_paths() if os.path.exists(path))
+    return Prepared(present, seccomp, pid)
 
 
 def _threads(spec: WorkerSpec, world: WorldReport | None) -> dict[str, object]:
@@ -166,7 +170,7 @@ def apply_sandbox(
         missing.append("seccomp")
     else:
         try:
-            load_filter(prepared.seccomp[0])
+            prepared.seccomp[0].install()
             report["seccomp"] = prepared.seccomp[1]
             sandbox_complete()  # exec and fork are now the kernel's to refuse
         except OSError as exc:
