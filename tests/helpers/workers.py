@@ -97,9 +97,10 @@ async def running(
 
 def in_world(worker: WorkerProcess) -> bool:
     """The worker runs its plugin in its own namespaces: what the plugin sees of files and
-    processes is its world's. Asked of the kernel, through the host's ``/proc``."""
+    processes is its world's. Asked of the kernel, through the host's ``/proc``, so only
+    while the worker lives."""
     pid = worker.plugin_pid
-    assert pid is not None
+    assert pid is not None and worker.alive, "ask whether a worker has a world while it lives"
     return os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
 
 

@@ -188,7 +188,8 @@ async def test_read_outside_declared_paths(
         report = await worker.call("onRead", route, str(secret), str(granted), timeout=CALL_TIMEOUT)
         assert worker.alive
         # In its own view the secret does not exist at all; without one, Landlock refuses it.
-        refusal = "FileNotFoundError" if in_world(worker) else "PermissionError"
+        world = in_world(worker)
+        refusal = "FileNotFoundError" if world else "PermissionError"
     # Evidence: the secret never reached the host through anything the plugin returned ...
     assert secret_text not in repr(report), report
     # ... every attempt failed ...
@@ -197,7 +198,7 @@ async def test_read_outside_declared_paths(
     if route == "hardlink":
         # The link itself is refused: in its own view the secret does not exist (ENOENT);
         # without one, Landlock refuses it (EXDEV: no REFER outside a grant).
-        expected = ("FileNotFoundError",) if in_world(worker) else ("PermissionError", "OSError")
+        expected = ("FileNotFoundError",) if world else ("PermissionError", "OSError")
         assert report["link"]["error"] in expected, report
     else:
         assert report["kernel"]["error"] == refusal, report
