@@ -347,15 +347,11 @@ def enter_world(spec: WorldSpec, namespaces: Namespaces | None = None) -> WorldR
 
 def outer_pid() -> int:
     """This process's pid in the PID namespace of the ``/proc`` it sees (the host's, until
-    the world is built): ``NSpid``'s first field."""
+    the world is built): what ``/proc/self`` points to, one readlink."""
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.getpid()
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
 
 
 def worker_pid(outer_pid: int) -> int:

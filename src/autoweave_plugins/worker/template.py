@@ -175,13 +175,19 @@ def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener
     # here (it creates a scheduler autogroup), more than the whole fork.
     os.setpgid(0, 0)
     sock = socket.socket(fileno=channel)
+    settled = functools.partial(_settle, channel, forking, opener)
+    return serve_blank(sock, settled, forking.prepared)
+
+
+def _settle(channel: int, forking: _Forking, opener: Opener) -> Opened:
+    """In the child, once READY is sent: what need not delay it, then its world."""
     if os.getpid() == 1:
         end_on_signals()
         watch_parent(channel)
     world = forking.options.to_arg()
     sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
     random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
-    return serve_blank(sock, opener, forking.prepared)
+    return opener()
 
 
 def serve_forks(ctl: socket.socket, sibling: SiblingFork, forking: _Forking) -> int:
