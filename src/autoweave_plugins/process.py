@@ -229,8 +229,9 @@ class WorkerProcess:
 
     @property
     def plugin_pid(self) -> int | None:
-        """The host's pid of the process that runs the plugin: in its own namespaces that is
-        not ``pid`` (the process the host started, which only relays) but its child."""
+        """The host's pid of the process that runs the plugin: ``pid`` itself for a template's
+        worker (pid 1 of its namespace) or one without namespaces; a spawned worker's
+        grandchild in its world (``pid`` only relays, its child holds the namespace)."""
         return self._plugin_pid or self.pid
 
     def sample(self) -> Sample | None:

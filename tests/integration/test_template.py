@@ -389,3 +389,20 @@ def test_sys_executable_and_the_runtime_are_fingerprinted() -> None:
     paths = asyncio.run(files())
     assert os.path.realpath(sys.executable) in paths
     assert any(p.endswith("autoweave_plugins/worker/runtime.py") for p in paths)
+
+
+async def test_a_template_worker_is_its_own_pid_1_and_ends_on_the_hosts_signals(
+    tmp_path: Path,
+) -> None:
+    """No holder: the process the host started runs the plugin, as pid 1 of its namespace.
+    A pid 1 ignores signals it has no handler for, so the worker installs handlers that end
+    it as a relay used to: exit code 128 + N."""
+    trivial(tmp_path, "alpha")
+    async with manager(tmp_path) as m:
+        assert await m.call("alpha", "onEcho", 1) == [1, 1]
+        worker = m.records["alpha"].assignments[0].worker
+        assert worker.pid is not None and worker.plugin_pid == worker.pid
+        assert children_of(worker.pid) == []
+        os.kill(worker.pid, signal.SIGTERM)
+        await asyncio.wait_for(worker.wait_closed(), 10)
+        assert worker.returncode == 128 + signal.SIGTERM

@@ -6,10 +6,12 @@ import ctypes.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from autoweave_plugins import sandbox
 from autoweave_plugins.manifest import check_manifest_bytes
 from autoweave_plugins.sandbox import native
 from autoweave_plugins.sandbox.seccomp import (
@@ -115,3 +117,34 @@ def test_max_threads_is_validated_with_its_path() -> None:
     assert [i.path for i in issues] == ["$.permissions.memory.max_threads"]
     ok, _ = check_manifest_bytes(doc.replace(b'"max_threads": 0', b'"max_threads": 8'))
     assert ok is not None and ok.permissions.max_threads == 8
+
+
+def test_prepare_leaves_out_system_data_this_machine_lacks(monkeypatch: Any) -> None:
+    """Left out once, in the template, rather than skipped and logged by every worker."""
+    monkeypatch.setattr(sandbox, "runtime_read_paths", lambda: [sys.prefix, "/no/such/zoneinfo"])
+    assert sandbox.prepare().read_paths == (sys.prefix,)
+
+
+REHEARSAL = """
+import os, sys
+from autoweave_plugins.sandbox.landlock import rehearse
+before = sorted(os.listdir("/proc/self/fd"))
+rehearse([sys.prefix])
+assert sorted(os.listdir("/proc/self/fd")) == before, "the rehearsal left a descriptor open"
+print(open(sys.argv[1]).read())
+"""
+
+
+def test_a_landlock_rehearsal_restricts_nothing(tmp_path: Path) -> None:
+    """The template rehearses its children's Landlock rules; it must keep its own access."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("still readable")
+    done = subprocess.run(
+        [sys.executable, "-c", REHEARSAL, str(outside)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "still readable"
