@@ -55,7 +55,7 @@ def crash():
     os._exit(7)
 """
 PROBE = """
-import os, random, sys, uuid
+import os, random, sys, threading, uuid
 
 def look():
     return {
@@ -63,6 +63,7 @@ def look():
         "files": sorted(f for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)),
         "random": random.getrandbits(64),
         "uuid": str(uuid.uuid4()),
+        "native_id": [threading.main_thread().native_id, threading.get_native_id()],
     }
 """
 
@@ -227,6 +228,8 @@ async def test_a_template_killed_with_forks_in_flight_leaves_no_process_behind(
 
 
 async def test_forked_workers_draw_their_own_random_numbers(tmp_path: Path) -> None:
+    """What Python's after-fork hooks would make differ per process, and the template's fork
+    does itself (``sibling.reseed``): the random state, and the main thread's native id."""
     template = Template()
     await template.start()
     try:
@@ -238,6 +241,9 @@ async def test_forked_workers_draw_their_own_random_numbers(tmp_path: Path) -> N
             seen.append(await worker.call("onLook"))
             await worker.stop()
         assert seen[0]["random"] != seen[1]["random"] and seen[0]["uuid"] != seen[1]["uuid"]
+        for look in seen:
+            recorded, live = look["native_id"]
+            assert recorded == live  # not the template's thread id
     finally:
         await template.close()
 

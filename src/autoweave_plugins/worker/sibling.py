@@ -10,11 +10,17 @@ no record of its children and could not reap them if it tried.
 No C library call makes that clone, so it is made here as a raw syscall, with what
 ``os.fork()`` and glibc's ``fork()`` do around it done by hand:
 
-- Python's own bookkeeping: ``PyOS_BeforeFork``/``PyOS_AfterFork_Child``/``_Parent``, called
-  through ``ctypes.pythonapi`` with the GIL held throughout (``PyDLL``), as ``os.fork()`` calls
-  them. They take the import lock across the clone, re-create the GIL and thread states in the
-  child, and run the ``os.register_at_fork`` hooks (``random`` re-seeds itself, ``logging``
-  and ``threading`` reset their locks).
+- Python's own bookkeeping, ``PyOS_BeforeFork``/``PyOS_AfterFork_Child``/``_Parent``, which
+  ``os.fork()`` calls, is left out on purpose. Every step of it re-creates or releases a lock
+  that *another thread* may hold at the fork (the GIL, the import lock, the runtime's mutexes,
+  and through the ``os.register_at_fork`` hooks, ``threading``'s and ``logging``'s locks).
+  The template has one thread, checked before every clone, which holds the GIL across it
+  (``PyDLL``) and no other lock, so none of those can be held, and the child's thread is the
+  same thread (same ``pthread_self()``, same thread state). What those hooks do that does
+  differ per process, the child does itself (``reseed``): ``random`` is re-seeded and
+  ``threading`` learns the main thread's new native id. Measured, the bookkeeping cost every
+  worker ~750 KB of pages of its own (the hooks iterate WeakSets and take new locks, which
+  writes to objects the template shares) and part of a millisecond.
 - glibc's cached thread id: ``struct pthread`` keeps the thread's TID, which ``fork()`` has the
   kernel overwrite in the child (``CLONE_CHILD_SETTID``). The same is asked for here, at the
   offset glibc publishes for debuggers (``_thread_db_pthread_tid``), checked against
@@ -36,10 +42,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import random
 import signal
+import threading
 from typing import NamedTuple
 
-__all__ = ["SiblingFork"]
+__all__ = ["SiblingFork", "reseed"]
 
 CLONE_PARENT = 0x00008000
 CLONE_CHILD_SETTID = 0x01000000
@@ -97,7 +105,6 @@ class SiblingFork:
         args = [ctypes.c_ulong(0)] * 5
         args[arch.child_tid_arg] = ctypes.c_ulong(tid_address)
         self._clone_args = [ctypes.c_long(arch.clone), *args]
-        self._api = ctypes.pythonapi
 
     def fork(self, namespaces: int = 0) -> int:
         """Clone this (single-threaded) process as a sibling; raises OSError on failure.
@@ -110,10 +117,8 @@ class SiblingFork:
         if threads != 1:
             # Another thread could hold a lock (malloc's, the GIL's waiters) across the clone.
             raise OSError(errno.EDEADLK, f"the template has {threads} threads; it must have 1")
-        self._api.PyOS_BeforeFork()
         pid = int(self._syscall(*self._clone_args))
         if pid == 0:
-            self._api.PyOS_AfterFork_Child()
             head, length = self._robust
             self._syscall(
                 ctypes.c_long(self._arch.set_robust_list),
@@ -122,7 +127,14 @@ class SiblingFork:
             )
             return 0
         failure = ctypes.get_errno()
-        self._api.PyOS_AfterFork_Parent()
         if pid < 0:
             raise OSError(failure, f"clone: {os.strerror(failure)}")
         return pid
+
+
+def reseed() -> None:
+    """In the child of a ``SiblingFork``: what ``os.fork()``'s after-fork hooks do that must
+    differ per process. ``random`` gets a new seed from the kernel, and ``threading``'s main
+    thread its new native id (its ident, ``pthread_self()``, is the same in the child)."""
+    random.seed()
+    threading.main_thread()._set_native_id()  # type: ignore[attr-defined]

@@ -34,7 +34,6 @@ import functools
 import gc
 import importlib
 import os
-import random
 import select
 import socket
 import sys
@@ -50,7 +49,7 @@ from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
 from autoweave_plugins.sandbox.privileges import die_with_parent, watch_parent
 from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
 from autoweave_plugins.worker.__main__ import serve_blank
-from autoweave_plugins.worker.sibling import SiblingFork
+from autoweave_plugins.worker.sibling import SiblingFork, reseed
 from autoweave_plugins.worker.world_entry import Opened, Opener, adopt_world, open_world, plan
 
 __all__ = ["COMMON_MODULES", "FORK_REQUEST", "loaded_files", "main", "warm"]
@@ -186,7 +185,7 @@ def _settle(channel: int, forking: _Forking, opener: Opener) -> Opened:
         watch_parent(channel)
     world = forking.options.to_arg()
     sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
-    random.seed()  # PyOS_AfterFork_Child's hook re-seeded it already; a second source is cheap
+    reseed()  # before anything of the worker's may draw from random
     return opener()
 
 
