@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -125,26 +126,55 @@ def test_prepare_leaves_out_system_data_this_machine_lacks(monkeypatch: Any) -> 
     assert sandbox.prepare().read_paths == (sys.prefix,)
 
 
-REHEARSAL = """
-import os, sys
-from autoweave_plugins.sandbox.landlock import rehearse
-before = sorted(os.listdir("/proc/self/fd"))
-rehearse([sys.prefix])
-assert sorted(os.listdir("/proc/self/fd")) == before, "the rehearsal left a descriptor open"
-print(open(sys.argv[1]).read())
+LANDLOCKED = """
+import json, os, sys
+from autoweave_plugins.sandbox.landlock import READ_FILE, Landlock
+from autoweave_plugins.sandbox.privileges import drop_privileges
+readable, writable, single, outside = sys.argv[1:5]
+landlock = Landlock()
+drop_privileges()
+report = landlock.restrict(
+    [readable, "/no/such/dir"], [(writable, "readwrite")], [(single, READ_FILE)]
+)
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as exc:
+        return type(exc).__name__
+print(json.dumps({
+    "report": report,
+    "read": attempt(lambda: open(os.path.join(readable, "in.txt")).read()),
+    "write_in_read_grant": attempt(lambda: open(os.path.join(readable, "new"), "w")),
+    "write": attempt(lambda: open(os.path.join(writable, "made"), "w").write("x")),
+    "single": attempt(lambda: open(single).read()),
+    "outside": attempt(lambda: open(outside).read()),
+}))
 """
 
 
-def test_a_landlock_rehearsal_restricts_nothing(tmp_path: Path) -> None:
-    """The template rehearses its children's Landlock rules; it must keep its own access."""
-    outside = tmp_path / "outside.txt"
-    outside.write_text("still readable")
+def test_landlock_grants_exactly_its_rules(tmp_path: Path) -> None:
+    """The ruleset made from plain integers (``Landlock``): each grant with its mode, a
+    single file with file rights only, nothing else, and a missing path reported."""
+    readable, writable = tmp_path / "readable", tmp_path / "writable"
+    readable.mkdir()
+    writable.mkdir()
+    (readable / "in.txt").write_text("in")
+    single, outside = tmp_path / "single.txt", tmp_path / "outside.txt"
+    single.write_text("single")
+    outside.write_text("outside")
+    paths = [str(p) for p in (readable, writable, single, outside)]
     done = subprocess.run(
-        [sys.executable, "-c", REHEARSAL, str(outside)],
+        [sys.executable, "-c", LANDLOCKED, *paths],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "still readable"
+    seen = json.loads(done.stdout)
+    assert seen["report"]["missing_paths"] == ["/no/such/dir"]
+    assert seen["report"]["tcp_denied"] is True
+    assert (seen["read"], seen["write"], seen["single"]) == ("ok", "ok", "ok")
+    assert seen["write_in_read_grant"] == "PermissionError"
+    assert seen["outside"] == "PermissionError"

@@ -18,11 +18,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from landlockpy import AccessFS
-
 from autoweave_plugins.errors import SandboxUnavailable
 from autoweave_plugins.rpc import WorkerSpec
-from autoweave_plugins.sandbox.landlock import apply_landlock, landlock_abi
+from autoweave_plugins.sandbox.landlock import READ_FILE, Landlock
 from autoweave_plugins.sandbox.namespaces import NAMESPACES, WorldReport
 from autoweave_plugins.sandbox.native import sandbox_complete
 from autoweave_plugins.sandbox.privileges import drop_privileges
@@ -68,6 +66,7 @@ class Prepared:
     read_paths: tuple[str, ...]
     # The compiled filter and its report, or why there is none.
     seccomp: tuple[Program, dict[str, object]] | str
+    landlock: Landlock | str  # its plugin-independent part, or why there is none
     pid: int  # the pid the filter lets the worker signal: only valid in a process with it
 
 
@@ -75,10 +74,14 @@ def prepare(pid: int | None = None) -> Prepared:
     """Everything that does not depend on the plugin: done before READY, off the load path.
 
     ``pid`` is the process that will use it (default: this one); a template prepares once
-    for pid 1, which each of its workers is in its own PID namespace. Also makes landlockpy
-    open its libc handle now (by soname, see native.py), before the filesystem is closed.
+    for pid 1, which each of its workers is in its own PID namespace. Also the part of the
+    Landlock ruleset that does not depend on the plugin, which has landlockpy open its libc
+    handle now (by soname, see native.py), before the filesystem is closed.
     """
-    landlock_abi()
+    try:
+        landlock: Landlock | str = Landlock()
+    except OSError as exc:
+        landlock = f"unavailable: {exc}"
     pid = os.getpid() if pid is None else pid
     try:
         flt, described = build_filter(pid)
@@ -88,7 +91,7 @@ def prepare(pid: int | None = None) -> Prepared:
     # System data this machine lacks (no /etc/timezone, say) is left out here, once, rather
     # than skipped, and logged, by every worker's Landlock step.
     present = tuple(path for path in runtime_read_paths() if os.path.exists(path))
-    return Prepared(present, seccomp, pid)
+    return Prepared(present, seccomp, landlock, pid)
 
 
 def _threads(spec: WorkerSpec, world: WorldReport | None) -> dict[str, object]:
@@ -144,12 +147,14 @@ def apply_sandbox(
         missing.append("no_new_privs")
     statm = f"/proc/{os.getpid()}/statm"  # lets the worker report its own RSS in pongs
     try:
+        if isinstance(prepared.landlock, str):
+            raise OSError(prepared.landlock.removeprefix("unavailable: "))
         private_tmp = [(spec.tmp_dir, "readwrite")] if spec.tmp_dir else []
-        report["landlock"] = apply_landlock(
+        report["landlock"] = prepared.landlock.restrict(
             # Its own environment, read-only like its folder; never another plugin's.
             [*prepared.read_paths, spec.folder, *spec.environment_roots],
             [*spec.filesystem, *private_tmp],
-            extra=[(statm, AccessFS.READ_FILE)],
+            extra=[(statm, READ_FILE)],
         )
     except OSError as exc:
         report["landlock"] = f"unavailable: {exc}"

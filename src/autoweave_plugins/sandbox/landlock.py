@@ -13,20 +13,29 @@ read-only one or anywhere else; between two writable grants of the same mode it 
 which is no more than copying and deleting there. TCP bind and connect are handled
 with no port rule, so both are denied. Rights that only make sense on directories are masked
 off for files, as the kernel requires.
+
+landlockpy tells the kernel's ABI and which rights it handles; ``Landlock`` turns that into
+plain integers and the encoded ruleset attributes once (the template does it for all its
+children), and each worker then makes its ruleset with the three Landlock syscalls through
+ctypes. Through landlockpy's ``Ruleset`` the same rules cost a worker forked from the
+template ~740 KB of copied pages and about a millisecond, nearly all of it in ``enum.Flag``
+arithmetic on objects the template shares; this way they cost ~220 KB.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import stat
+import struct
 
 import landlockpy
-from landlockpy import AccessFS, AccessNet, Ruleset, Scope
+from landlockpy import AccessFS, AccessNet, Scope
 
-from autoweave_plugins.sandbox.native import sonames_only
+from autoweave_plugins.sandbox.native import libc, sonames_only
 
-__all__ = ["READ", "WRITE", "apply_landlock", "landlock_abi", "rehearse"]
+__all__ = ["READ", "READ_FILE", "WRITE", "Landlock", "landlock_abi"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,12 @@ FILE_RIGHTS = (
     | AccessFS.IOCTL_DEV
 )
 MODE_RIGHTS = {"read": READ, "write": WRITE, "readwrite": READ | WRITE}
+READ_FILE = int(AccessFS.READ_FILE)
+# The Landlock syscalls have these numbers on every architecture that has them.
+SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
+RULE_PATH_BENEATH = 1
+PATH_BENEATH = struct.Struct("<Qi")  # struct landlock_path_beneath_attr, packed
+RULESET_ATTR = struct.Struct("<QQQ")  # handled_access_fs, handled_access_net, scoped
 
 
 def landlock_abi() -> int:
@@ -85,79 +100,98 @@ def _handled(abi: int) -> tuple[AccessFS, AccessNet, Scope]:
     return landlockpy.fs_for_abi(abi), handled_net, scoped
 
 
-def _allow_read(ruleset: Ruleset, grants: list[tuple[str, AccessFS]], skipped: list[str]) -> None:
-    for path, rights in grants:
+class Landlock:
+    """The part of every worker's ruleset that does not depend on its plugin, as integers.
+
+    Raises OSError if the kernel has no Landlock."""
+
+    def __init__(self) -> None:
+        self.abi = landlock_abi()
+        if self.abi < 1:
+            raise OSError("Landlock is not supported by this kernel")
+        handled_fs, handled_net, scoped = _handled(self.abi)
+        self.handled_fs = int(handled_fs)
+        self.tcp_denied = bool(handled_net & AccessNet.CONNECT_TCP)
+        self.scoped_signals = bool(scoped & Scope.SIGNAL)
+        self.scoped_abstract_unix = bool(scoped & Scope.ABSTRACT_UNIX_SOCKET)
+        self._attr = RULESET_ATTR.pack(self.handled_fs, int(handled_net), int(scoped))
+        self._read = int(READ) & self.handled_fs
+        self._file_rights = int(FILE_RIGHTS)
+        self._modes = {mode: int(rights) & self.handled_fs for mode, rights in MODE_RIGHTS.items()}
+        self._libc = libc()
+        self._libc.syscall.restype = ctypes.c_long
+
+    def _call(self, *args: object) -> int:
+        result = int(self._libc.syscall(*args))
+        if result < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"landlock: {os.strerror(code)}")
+        return result
+
+    def _allow(self, ruleset: int, fd: int, rights: int) -> None:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            rights &= self._file_rights
+        rule = PATH_BENEATH.pack(rights, fd)
+        self._call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, rule, 0)
+
+    def _allow_path(self, ruleset: int, path: str, rights: int, skipped: list[str]) -> None:
         try:
-            is_dir = os.path.isdir(path)
-            ruleset.allow_path(path, rights if is_dir else rights & FILE_RIGHTS)
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         except FileNotFoundError:
             skipped.append(path)
+            return
+        try:
+            self._allow(ruleset, fd, rights)
+        finally:
+            os.close(fd)
 
+    def restrict(
+        self,
+        read_only: list[str],
+        declared: list[tuple[str, str]],
+        extra: list[tuple[str, int]],
+    ) -> dict[str, object]:
+        """Restrict this process (and threads it starts later). Returns what was applied.
 
-def rehearse(read_only: list[str]) -> None:
-    """Build (and throw away, never enforced) the ruleset of the runtime's read rules, so a
-    template's children find landlockpy's code specialised and its flag values made: this
-    takes 0.4 ms and ~130 KB of copied pages off each worker's Landlock step."""
-    abi = landlock_abi()
-    if abi < 1:
-        return
-    handled_fs, handled_net, scoped = _handled(abi)
-    with Ruleset(
-        handled_fs=handled_fs, handled_net=handled_net, scoped=scoped, best_effort=True
-    ) as ruleset:
-        _allow_read(ruleset, [(path, READ) for path in read_only], [])
-        for rights in MODE_RIGHTS.values():
-            ruleset.allow_path("/", rights)
-
-
-def apply_landlock(
-    read_only: list[str],
-    declared: list[tuple[str, str]],
-    *,
-    extra: list[tuple[str, AccessFS]] = (),  # type: ignore[assignment]
-) -> dict[str, object]:
-    """Restrict this process (and threads it starts later). Returns what was applied.
-
-    Must run before any thread is started: Landlock on ABI < 8 binds only the calling thread
-    and the threads it creates afterwards.
-    """
-    abi = landlock_abi()
-    if abi < 1:
-        raise OSError("Landlock is not supported by this kernel")
-    handled_fs, handled_net, scoped = _handled(abi)
-    skipped: list[str] = []
-    symlinked: list[str] = []
-    with Ruleset(
-        handled_fs=handled_fs, handled_net=handled_net, scoped=scoped, best_effort=True
-    ) as ruleset:
-        _allow_read(ruleset, [(path, READ) for path in read_only] + list(extra), skipped)
-        for path, mode in declared:
-            try:
-                fd = _pin(path)
-            except FileNotFoundError:
-                skipped.append(path)
-                continue
-            if fd is None:
-                symlinked.append(path)
-                continue
-            try:
-                rights = MODE_RIGHTS[mode]
-                is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-                ruleset.allow_path(
-                    f"/proc/self/fd/{fd}", rights if is_dir else rights & FILE_RIGHTS
-                )
-            finally:
-                os.close(fd)
-        ruleset.restrict()
-    if skipped:
-        log.warning("declared paths that do not exist were not granted: %s", ", ".join(skipped))
-    if symlinked:
-        log.warning("declared paths that are symlinks were not granted: %s", ", ".join(symlinked))
-    return {
-        "abi": abi,
-        "tcp_denied": bool(handled_net & AccessNet.CONNECT_TCP),
-        "scoped_signals": bool(scoped & Scope.SIGNAL),
-        "scoped_abstract_unix": bool(scoped & Scope.ABSTRACT_UNIX_SOCKET),
-        "missing_paths": skipped,
-        "symlinked_paths": symlinked,
-    }
+        Must run before any thread is started: Landlock on ABI < 8 binds only the calling
+        thread and the threads it creates afterwards. Needs no_new_privs (set by
+        ``drop_privileges`` before) or CAP_SYS_ADMIN, as the kernel requires.
+        """
+        skipped: list[str] = []
+        symlinked: list[str] = []
+        ruleset = self._call(SYS_CREATE_RULESET, self._attr, len(self._attr), 0)
+        try:
+            for path in read_only:
+                self._allow_path(ruleset, path, self._read, skipped)
+            for path, rights in extra:
+                self._allow_path(ruleset, path, rights & self.handled_fs, skipped)
+            for path, mode in declared:
+                try:
+                    fd = _pin(path)
+                except FileNotFoundError:
+                    skipped.append(path)
+                    continue
+                if fd is None:
+                    symlinked.append(path)
+                    continue
+                try:
+                    self._allow(ruleset, fd, self._modes[mode])
+                finally:
+                    os.close(fd)
+            self._call(SYS_RESTRICT_SELF, ruleset, 0)
+        finally:
+            os.close(ruleset)
+        if skipped:
+            log.warning("declared paths that do not exist were not granted: %s", ", ".join(skipped))
+        if symlinked:
+            log.warning(
+                "declared paths that are symlinks were not granted: %s", ", ".join(symlinked)
+            )
+        return {
+            "abi": self.abi,
+            "tcp_denied": self.tcp_denied,
+            "scoped_signals": self.scoped_signals,
+            "scoped_abstract_unix": self.scoped_abstract_unix,
+            "missing_paths": skipped,
+            "symlinked_paths": symlinked,
+        }

@@ -44,7 +44,6 @@ import msgpack
 
 from autoweave_plugins.sandbox import Prepared, native, prepare
 from autoweave_plugins.sandbox.cloned import clone_flags, end_on_signals
-from autoweave_plugins.sandbox.landlock import rehearse
 from autoweave_plugins.sandbox.namespaces import Namespaces, privileged
 from autoweave_plugins.sandbox.privileges import die_with_parent, watch_parent
 from autoweave_plugins.sandbox.world import NAMESPACES, BasePlan, WorldOptions
@@ -70,18 +69,12 @@ FDS_PER_FORK = 3  # channel, stdout, stderr
 CHANNEL_FD = 3
 
 
-REHEARSALS = 8  # CPython 3.11 specialises a function's code after 8 calls
-
-
 def warm() -> Prepared:
     """Everything the template does before it forks, beyond importing this module (which
     brings the runtime and the SDK); the benchmark's bare fork warms up the same way."""
     for name in COMMON_MODULES:
         importlib.import_module(name)
-    prepared = prepare()
-    for _ in range(REHEARSALS):
-        rehearse(list(prepared.read_paths))
-    return prepared
+    return prepare()
 
 
 def loaded_files() -> list[list[Any]]:
