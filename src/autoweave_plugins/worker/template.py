@@ -175,7 +175,7 @@ def _settle(channel: int, forking: _Forking, opener: Opener) -> Opened:
     """In the child, once READY is sent: what need not delay it, then its world."""
     if os.getpid() == 1:
         end_on_signals()
-        watch_parent(channel)
+    watch_parent(channel)  # nothing holds a world for it: its own PDEATHSIG must survive
     world = forking.options.to_arg()
     sys.argv[:] = [serve_blank.__code__.co_filename, str(channel), str(forking.host_pid), world]
     reseed()  # before anything of the worker's may draw from random
