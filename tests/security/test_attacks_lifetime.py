@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from autoweave_plugins.process import WorkerProcess
+from autoweave_plugins.sandbox.world import NAMESPACES
 from tests.helpers.workers import START_METHOD, running, write_plugin
 from tests.security._support import CALL_TIMEOUT, LOAD_TIMEOUT, PRELUDE, assert_responsive
 
@@ -109,7 +110,9 @@ from autoweave_plugins.startmethod import StartMethod
 async def main():
     plugin = check_plugin_folder(sys.argv[1], ManifestCache())
     listeners = bind_inbound(plugin.manifest.name, plugin.manifest.permissions.inbound)
-    method = StartMethod(WorkerPoolConfig(start_method=sys.argv[4]), LimitsConfig())
+    disabled = tuple(sys.argv[5].split(",")) if sys.argv[5] else ()
+    pool = WorkerPoolConfig(start_method=sys.argv[4], disabled_namespaces=disabled)
+    method = StartMethod(pool, LimitsConfig())
     await method.open()
     worker = await method()
     await worker.assign(build_spec(plugin, extra_imports=("ctypes",)), inbound=listeners)
@@ -162,8 +165,14 @@ def _free_port() -> int:
     return port
 
 
-@pytest.mark.parametrize("route", ["prctl", "raw_syscall_high_bits"])
-async def test_a_worker_dies_with_its_host(tmp_path: Path, route: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "world"),
+    [("prctl", "world"), ("raw_syscall_high_bits", "world"), ("prctl", "fallback")],
+)
+async def test_a_worker_dies_with_its_host(tmp_path: Path, route: str, world: str) -> None:
+    """In its world nothing but the worker's own parent-death signal ends it with the host:
+    a template's worker is pid 1 of its namespace, and the kernel clears that signal when the
+    worker takes its uid, so the worker sets it again. Without namespaces the same holds."""
     marker = "aw" + secrets.token_hex(6)  # a thread name: at most 15 characters
     port = _free_port()
     plugin = write_plugin(
@@ -181,6 +190,7 @@ async def test_a_worker_dies_with_its_host(tmp_path: Path, route: str) -> None:
         marker,
         route,
         START_METHOD,
+        ",".join(NAMESPACES) if world == "fallback" else "",
         stdout=asyncio.subprocess.PIPE,
     )
     try:
