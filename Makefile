@@ -33,7 +33,8 @@ unit: $(STAMP)
 # attacks run the same host code whichever way the worker started, so they run once.
 SPAWN_PASS := tests/integration/test_worker.py tests/integration/test_manager.py \
 	$(addprefix tests/security/test_attacks_,process.py kernel.py lifetime.py presandbox.py \
-	threads.py filesystem.py network.py resources.py protocol.py worker_world.py private_tmp.py)
+	threads.py filesystem.py network.py resources.py protocol.py worker_world.py private_tmp.py \
+	fail_open.py)
 spawn-pass: $(STAMP)
 	AUTOWEAVE_START_METHOD=spawn $(BIN)/pytest -q $(SPAWN_PASS)
 

@@ -100,6 +100,33 @@ def _handled(abi: int) -> tuple[AccessFS, AccessNet, Scope]:
     return landlockpy.fs_for_abi(abi), handled_net, scoped
 
 
+class _LeftOut:
+    """Paths a ruleset grants nothing on, and why. A path that cannot be opened or ruled on
+    (EACCES on a folder the plugin left unsearchable above its own grant, say) costs that
+    grant alone: the ruleset is still enforced, so no error a plugin can provoke for its next
+    worker switches the whole layer off."""
+
+    def __init__(self) -> None:
+        self.missing: list[str] = []
+        self.symlinked: list[str] = []
+        self.unreachable: list[str] = []
+
+    def add(self, path: str, exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):
+            self.missing.append(path)
+        else:
+            self.unreachable.append(f"{path}: {exc.strerror or exc}")
+
+    def log(self) -> None:
+        for paths, why in (
+            (self.missing, "do not exist"),
+            (self.symlinked, "are symlinks"),
+            (self.unreachable, "cannot be reached"),
+        ):
+            if paths:
+                log.warning("paths that %s were not granted: %s", why, ", ".join(paths))
+
+
 class Landlock:
     """The part of every worker's ruleset that does not depend on its plugin, as integers.
 
@@ -134,14 +161,21 @@ class Landlock:
         rule = PATH_BENEATH.pack(rights, fd)
         self._call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, rule, 0)
 
-    def _allow_path(self, ruleset: int, path: str, rights: int, skipped: list[str]) -> None:
+    def _allow_path(self, ruleset: int, path: str, rights: int, left_out: _LeftOut) -> None:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except FileNotFoundError:
-            skipped.append(path)
+        except OSError as exc:
+            left_out.add(path, exc)
             return
+        self._allow_pinned(ruleset, path, fd, rights, left_out)
+
+    def _allow_pinned(
+        self, ruleset: int, path: str, fd: int, rights: int, left_out: _LeftOut
+    ) -> None:
         try:
             self._allow(ruleset, fd, rights)
+        except OSError as exc:
+            left_out.add(path, exc)
         finally:
             os.close(fd)
 
@@ -155,43 +189,37 @@ class Landlock:
 
         Must run before any thread is started: Landlock on ABI < 8 binds only the calling
         thread and the threads it creates afterwards. Needs no_new_privs (set by
-        ``drop_privileges`` before) or CAP_SYS_ADMIN, as the kernel requires.
+        ``drop_privileges`` before) or CAP_SYS_ADMIN, as the kernel requires. A path that
+        cannot be granted is left out (``_LeftOut``); OSError means the kernel refused the
+        ruleset itself, and the layer is missing.
         """
-        skipped: list[str] = []
-        symlinked: list[str] = []
+        left_out = _LeftOut()
         ruleset = self._call(SYS_CREATE_RULESET, self._attr, len(self._attr), 0)
         try:
             for path in read_only:
-                self._allow_path(ruleset, path, self._read, skipped)
+                self._allow_path(ruleset, path, self._read, left_out)
             for path, rights in extra:
-                self._allow_path(ruleset, path, rights & self.handled_fs, skipped)
+                self._allow_path(ruleset, path, rights & self.handled_fs, left_out)
             for path, mode in declared:
                 try:
                     fd = _pin(path)
-                except FileNotFoundError:
-                    skipped.append(path)
+                except OSError as exc:
+                    left_out.add(path, exc)
                     continue
                 if fd is None:
-                    symlinked.append(path)
+                    left_out.symlinked.append(path)
                     continue
-                try:
-                    self._allow(ruleset, fd, self._modes[mode])
-                finally:
-                    os.close(fd)
+                self._allow_pinned(ruleset, path, fd, self._modes[mode], left_out)
             self._call(SYS_RESTRICT_SELF, ruleset, 0)
         finally:
             os.close(ruleset)
-        if skipped:
-            log.warning("declared paths that do not exist were not granted: %s", ", ".join(skipped))
-        if symlinked:
-            log.warning(
-                "declared paths that are symlinks were not granted: %s", ", ".join(symlinked)
-            )
+        left_out.log()
         return {
             "abi": self.abi,
             "tcp_denied": self.tcp_denied,
             "scoped_signals": self.scoped_signals,
             "scoped_abstract_unix": self.scoped_abstract_unix,
-            "missing_paths": skipped,
-            "symlinked_paths": symlinked,
+            "missing_paths": left_out.missing,
+            "symlinked_paths": left_out.symlinked,
+            "unreachable_paths": left_out.unreachable,
         }
