@@ -61,27 +61,31 @@ def _refuse(sock: socket.socket, ident: int, exc: AutoweaveError) -> int:
     return EXIT_SANDBOX
 
 
-def announce(sock: socket.socket) -> None:
+def ready_frame() -> bytes:
     """READY, with the pid of the host's child as the host knows it (by which it finds a
     child whose fork the template could not answer): in a PID namespace of its own, pid 1."""
-    sock.sendall(encode([Kind.READY, 0, {"pid": outer_pid()}]))
+    return encode([Kind.READY, 0, {"pid": outer_pid()}])
 
 
 def serve_blank(
     sock: socket.socket,
     opener: Opener,
     prepared: Prepared | None = None,
+    *,
+    announced: bool = False,
 ) -> int:
     """READY, namespaces, preparation, wait for ASSIGN, sandbox, serve; returns the exit code.
 
     What follows READY happens while the host gets the assignment ready. ``opener`` enters
     the namespaces (``world_entry``); the preparation comes after it because the seccomp
     filter names the worker's own pid, which its PID namespace changes. ``prepared`` is the
-    template's, used if it was made for the pid this worker has.
+    template's, used if it was made for the pid this worker has. ``announced``: READY was
+    sent already (a template's child sends it before anything else).
     """
     decoder = FrameDecoder()
     inbound: list[int] = []
-    announce(sock)
+    if not announced:
+        sock.sendall(ready_frame())
     namespaces = opener()
     if prepared is None or prepared.pid != os.getpid():
         prepared = prepare()
