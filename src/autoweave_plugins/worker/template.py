@@ -148,6 +148,10 @@ def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener
     can as well overlap with the host getting its assignment ready.
     """
     channel, stdout, stderr = fds
+    # A process group of its own, so that a signal to the template's group misses it. Not a
+    # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
+    # here (it creates a scheduler autogroup), more than the whole fork.
+    os.setpgid(0, 0)
     os.write(channel, ready_frame())  # a few bytes on a new socket: never a short write
     ctl.close()  # through its object, so nothing later closes a reused descriptor number
     os.dup2(stdout, 1)
@@ -164,10 +168,6 @@ def _become_worker(ctl: socket.socket, fds: list[int], forking: _Forking, opener
         moved = fcntl.fcntl(channel, fcntl.F_DUPFD, CHANNEL_FD)
         os.close(channel)
         channel = moved
-    # A process group of its own, so that a signal to the template's group misses it. Not a
-    # session: the template's has no controlling terminal already, and setsid() costs 1-8 ms
-    # here (it creates a scheduler autogroup), more than the whole fork.
-    os.setpgid(0, 0)
     sock = socket.socket(fileno=channel)
     settled = functools.partial(_settle, channel, forking, opener)
     return serve_blank(sock, settled, forking.prepared, announced=True)
