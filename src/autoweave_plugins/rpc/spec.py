@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from autoweave_plugins.errors import ProtocolError
@@ -52,7 +52,10 @@ class WorkerSpec:
     """The first fd sent with ASSIGN is the socket of the host's chmod/utime broker."""
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, for msgpack to encode at once: not a copy. ``dataclasses.asdict``
+        deep-copies the manifest and the config, a quarter of a millisecond of the host's
+        time per load."""
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     @classmethod
     def from_wire(cls, data: object) -> WorkerSpec:
@@ -66,3 +69,6 @@ class WorkerSpec:
         for name in ("environment_paths", "environment_roots"):
             object.__setattr__(spec, name, [str(p) for p in getattr(spec, name)])
         return spec
+
+
+_FIELD_NAMES = tuple(spec_field.name for spec_field in fields(WorkerSpec))
