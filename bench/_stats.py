@@ -59,4 +59,9 @@ def pin(host_cpu: int, child_cpu: int, pids: list[int | None]) -> None:
 
 
 def unpin() -> None:
-    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    """Every thread of this process back on every core: threads started while pinned (the
+    event loop's executor, which starts the template) inherited the pin, and so would every
+    worker forked from a template one of them started."""
+    every = set(range(os.cpu_count() or 1))
+    for thread in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(thread), every)
