@@ -66,7 +66,7 @@ class Prepared:
     read_paths: tuple[str, ...]
     # The compiled filter and its report, or why there is none.
     seccomp: tuple[Program, dict[str, object]] | str
-    landlock: Landlock | str  # its plugin-independent part, or why there is none
+    landlock: Landlock | OSError  # its plugin-independent part, or why there is none
     pid: int  # the pid the filter lets the worker signal: only valid in a process with it
 
 
@@ -79,9 +79,9 @@ def prepare(pid: int | None = None) -> Prepared:
     handle now (by soname, see native.py), before the filesystem is closed.
     """
     try:
-        landlock: Landlock | str = Landlock()
+        landlock: Landlock | OSError = Landlock()
     except OSError as exc:
-        landlock = f"unavailable: {exc}"
+        landlock = exc
     pid = os.getpid() if pid is None else pid
     try:
         flt, described = build_filter(pid)
@@ -147,8 +147,8 @@ def apply_sandbox(
         missing.append("no_new_privs")
     statm = f"/proc/{os.getpid()}/statm"  # lets the worker report its own RSS in pongs
     try:
-        if isinstance(prepared.landlock, str):
-            raise OSError(prepared.landlock.removeprefix("unavailable: "))
+        if isinstance(prepared.landlock, OSError):
+            raise prepared.landlock
         private_tmp = [(spec.tmp_dir, "readwrite")] if spec.tmp_dir else []
         report["landlock"] = prepared.landlock.restrict(
             # Its own environment, read-only like its folder; never another plugin's.

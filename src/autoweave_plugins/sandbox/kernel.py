@@ -1,10 +1,11 @@
-"""The Linux calls the namespace layer needs and Python 3.11 lacks, made through ctypes.
+"""The Linux calls the sandbox needs and Python 3.11 lacks, made through ctypes.
 
 Python 3.11 has no ``os.unshare``, ``os.setns``, ``mount`` or ``pivot_root``. libc is loaded by
 its soname (never ``ctypes.util.find_library``, which runs ``ldconfig``: a program executed
 before the sandbox is complete), falling back to the symbols already in this process. Calls
-that glibc does not wrap (``pivot_root``, ``mount_setattr``) go through ``syscall(2)`` with the
-number for this architecture; on an architecture missing from the table the layer reports
+that glibc does not wrap (``pivot_root``, ``mount_setattr``; Landlock's and ``seccomp``'s for
+their layers, through ``syscall``) go through ``syscall(2)`` with the number for this
+architecture; on an architecture missing from the table the layer reports
 itself unavailable rather than guessing.
 
 Every wrapper raises ``OSError`` with the kernel's errno and the call named, so a failure in
@@ -17,6 +18,8 @@ import ctypes
 import errno
 import os
 import signal
+
+from autoweave_plugins.sandbox.native import libc
 
 __all__ = [
     "AT_RECURSIVE",
@@ -79,14 +82,7 @@ _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "
 _MOUNT_SETATTR = 442
 
 
-def _load_libc() -> ctypes.CDLL:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:  # not glibc (musl): the C library is already mapped into this process
-        return ctypes.CDLL(None, use_errno=True)
-
-
-_libc = _load_libc()
+_libc = libc()
 _libc.mount.argtypes = (
     ctypes.c_char_p,
     ctypes.c_char_p,
@@ -113,6 +109,13 @@ def _check(result: int, call: str, path: str | None = None) -> None:
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"{call}: {os.strerror(code)}", path)
+
+
+def syscall(call: str, number: int, *args: object) -> int:
+    """``syscall(number, *args)``; raises OSError naming ``call`` when the kernel refuses."""
+    result = int(_libc.syscall(ctypes.c_long(number), *args))
+    _check(result, call)
+    return result
 
 
 def _path(value: str | None) -> bytes | None:

@@ -24,7 +24,6 @@ arithmetic on objects the template shares; this way they cost ~220 KB.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import stat
@@ -33,7 +32,8 @@ import struct
 import landlockpy
 from landlockpy import AccessFS, AccessNet, Scope
 
-from autoweave_plugins.sandbox.native import libc, sonames_only
+from autoweave_plugins.sandbox import kernel
+from autoweave_plugins.sandbox.native import sonames_only
 
 __all__ = ["READ", "READ_FILE", "WRITE", "Landlock", "landlock_abi"]
 
@@ -145,21 +145,12 @@ class Landlock:
         self._read = int(READ) & self.handled_fs
         self._file_rights = int(FILE_RIGHTS)
         self._modes = {mode: int(rights) & self.handled_fs for mode, rights in MODE_RIGHTS.items()}
-        self._libc = libc()
-        self._libc.syscall.restype = ctypes.c_long
-
-    def _call(self, *args: object) -> int:
-        result = int(self._libc.syscall(*args))
-        if result < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"landlock: {os.strerror(code)}")
-        return result
 
     def _allow(self, ruleset: int, fd: int, rights: int) -> None:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             rights &= self._file_rights
         rule = PATH_BENEATH.pack(rights, fd)
-        self._call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, rule, 0)
+        kernel.syscall("landlock_add_rule", SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, rule, 0)
 
     def _allow_path(self, ruleset: int, path: str, rights: int, left_out: _LeftOut) -> None:
         try:
@@ -194,7 +185,9 @@ class Landlock:
         ruleset itself, and the layer is missing.
         """
         left_out = _LeftOut()
-        ruleset = self._call(SYS_CREATE_RULESET, self._attr, len(self._attr), 0)
+        ruleset = kernel.syscall(
+            "landlock_create_ruleset", SYS_CREATE_RULESET, self._attr, len(self._attr), 0
+        )
         try:
             for path in read_only:
                 self._allow_path(ruleset, path, self._read, left_out)
@@ -210,7 +203,7 @@ class Landlock:
                     left_out.symlinked.append(path)
                     continue
                 self._allow_pinned(ruleset, path, fd, self._modes[mode], left_out)
-            self._call(SYS_RESTRICT_SELF, ruleset, 0)
+            kernel.syscall("landlock_restrict_self", SYS_RESTRICT_SELF, ruleset, 0)
         finally:
             os.close(ruleset)
         left_out.log()

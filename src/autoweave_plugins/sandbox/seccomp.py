@@ -56,7 +56,8 @@ import ctypes
 import errno
 import os
 
-from autoweave_plugins.sandbox.native import libc, sonames_only
+from autoweave_plugins.sandbox import kernel
+from autoweave_plugins.sandbox.native import sonames_only
 from autoweave_plugins.sandbox.rlimits import MAX_STACK_BYTES
 
 with sonames_only():  # pyseccomp looks up its libraries at import: by soname, running nothing
@@ -299,20 +300,16 @@ class Program:
         self._code = ctypes.create_string_buffer(code, len(code))
         self._fprog = _SockFprog(self.instructions, ctypes.addressof(self._code))
         self._number = number
-        self._libc = libc()
-        self._libc.syscall.restype = ctypes.c_long
 
     def install(self) -> None:
         """Install for every thread of the process (TSYNC); from here it cannot be undone.
         Needs no_new_privs (``drop_privileges``) or CAP_SYS_ADMIN, as the kernel requires."""
-        result = self._libc.syscall(
-            ctypes.c_long(self._number),
+        result = kernel.syscall(
+            "seccomp(SET_MODE_FILTER)",
+            self._number,
             ctypes.c_long(SECCOMP_SET_MODE_FILTER),
             ctypes.c_long(SECCOMP_FILTER_FLAG_TSYNC),
             ctypes.byref(self._fprog),
         )
-        if result < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"seccomp(SET_MODE_FILTER): {os.strerror(code)}")
         if result > 0:  # TSYNC names a thread that could not take the filter
             raise OSError(errno.EBUSY, f"seccomp: thread {result} could not take the filter")
