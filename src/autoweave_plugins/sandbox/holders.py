@@ -20,7 +20,7 @@ from typing import NoReturn
 from autoweave_plugins.sandbox import kernel
 from autoweave_plugins.sandbox.privileges import EXIT_ORPHANED  # C found W gone: so is the host
 
-__all__ = ["EXIT_ORPHANED", "FORWARDED", "hold", "relay"]
+__all__ = ["FORWARDED", "hold", "relay"]
 
 FORWARDED = (
     signal.SIGTERM,

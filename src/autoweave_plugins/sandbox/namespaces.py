@@ -57,8 +57,9 @@ from dataclasses import asdict, dataclass, field
 
 from autoweave_plugins.errors import SandboxUnavailable, WorldError
 from autoweave_plugins.sandbox import kernel, native
-from autoweave_plugins.sandbox.holders import EXIT_ORPHANED, hold, relay
+from autoweave_plugins.sandbox.holders import hold, relay
 from autoweave_plugins.sandbox.mounts import OLD_ROOT, Scaffold, build_base, finish_world
+from autoweave_plugins.sandbox.privileges import EXIT_ORPHANED
 from autoweave_plugins.sandbox.world import (
     NAMESPACES,
     BasePlan,
